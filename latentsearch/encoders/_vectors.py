@@ -21,6 +21,8 @@ def as_vectors(items: Any, dim: int | None = None) -> np.ndarray:
         arr = arr[None, :]
     if arr.ndim != 2:
         raise DimensionMismatch(f"vectors must be 2-D (n, dim), got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise DimensionMismatch("vectors must have at least one dimension")
     if dim is not None and arr.shape[1] != dim:
         raise DimensionMismatch(
             f"vectors have dimension {arr.shape[1]}, the collection has {dim}"

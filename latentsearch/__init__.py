@@ -1,0 +1,61 @@
+"""latentsearch: vector similarity search over latents learned from your own data.
+
+Images become autoencoder latents, sentences become pooled trained word embeddings; the
+vectors live in FAISS indexes beside their records, in a collection folder on disk.
+
+    import latentsearch as ls
+    col = ls.build_vectors(array, labels=labels, name="emb")
+    col = ls.open("emb")
+    hits = col.search(array[0], k=5)
+
+TensorFlow is imported only when an encoder is trained or used.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+# TensorFlow's C++ start-up chatter must never reach the user (set before any TF import).
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+__version__ = "0.1.0"
+
+from ._collection import Collection, build_vectors, list_collections  # noqa: E402
+from ._collection import open_collection as open  # noqa: E402,A001
+from ._errors import (  # noqa: E402
+    CollectionExists,
+    CollectionLocked,
+    CollectionNotFound,
+    CorruptCollection,
+    DimensionMismatch,
+    EncoderError,
+    IndexSpecError,
+    InvalidInput,
+    LatentSearchError,
+    UnknownId,
+    UnsupportedFormat,
+)
+from ._hit import Hit  # noqa: E402
+from ._sources import build_images, build_text  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "Collection",
+    "Hit",
+    "open",
+    "build_vectors",
+    "build_images",
+    "build_text",
+    "list_collections",
+    "LatentSearchError",
+    "CollectionNotFound",
+    "CollectionExists",
+    "CorruptCollection",
+    "UnsupportedFormat",
+    "CollectionLocked",
+    "InvalidInput",
+    "DimensionMismatch",
+    "IndexSpecError",
+    "UnknownId",
+    "EncoderError",
+]

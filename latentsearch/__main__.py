@@ -1,0 +1,5 @@
+"""``python -m latentsearch`` runs the command line."""
+
+from latentsearch.cli import main
+
+main()

@@ -1,0 +1,166 @@
+"""From a user's source (a built-in sample, a file or a folder) to a collection.
+
+``build_images`` and ``build_text`` load a source, train the encoder on it, encode every
+item and hand vectors plus records to ``_collection.create``. ``encode_source`` does the same
+for ``add NAME SOURCE`` with the collection's stored encoder. TensorFlow is imported by the
+encoder modules only, when they train or encode.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import encoders as _encoders
+from ._collection import Collection, Record, _labels_as_text, create, load_npy
+from ._collection import _progress as _say
+from ._errors import InvalidInput
+
+__all__ = ["build_images", "build_text", "encode_source", "load_labels"]
+
+
+def load_labels(path: str | os.PathLike) -> list[str]:
+    """Labels from a .npy array or a text file with one label a line."""
+    p = Path(path)
+    if p.suffix == ".npy":
+        return [str(x) for x in load_npy(p).reshape(-1).tolist()]
+    try:
+        return p.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InvalidInput(f"no such labels file: {p}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"labels file {p} is not UTF-8: {exc}") from None
+
+
+def _image_color(config: dict[str, Any]) -> str:
+    return config.get("color") or ("gray" if int(config.get("channels", 1)) == 1 else "rgb")
+
+
+def build_images(
+    source: str | os.PathLike,
+    *,
+    name: str | None = None,
+    root: str | os.PathLike | None = None,
+    encoder: str = "conv",
+    latent_dim: int = 32,
+    size: int = 28,
+    color: str = "gray",
+    epochs: int | None = None,
+    index: str = "auto",
+    metric: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> Collection:
+    """Train an image autoencoder on ``source`` and index every image's latent vector.
+
+    ``source``: ``"mnist"`` (5,000 digits shipped in the package), ``"mnist-full"`` (Keras'
+    download), a folder of images (subfolder names become labels) or a .npy/.npz array.
+    ``metric`` defaults to the one the encoder recommends for its latents.
+    """
+    from ._images import load_image_source
+
+    source = os.fspath(source)
+    name = name or _default_name(source)
+    if color not in ("gray", "rgb"):
+        raise InvalidInput(f"color must be 'gray' or 'rgb', got {color!r}")
+    cls = _encoders.get(encoder)
+    if cls.modality != "image":
+        raise InvalidInput(f"encoder {encoder!r} is not an image encoder (use conv or dense)")
+    _say(f"loading images from {source}", quiet)
+    data = load_image_source(source, size=size, color=color)
+    _say(f"{len(data.images)} images of {size}x{size} {color}; training {encoder} autoencoder", quiet)
+    t0 = time.perf_counter()
+    enc = cls.fit(data.images, latent_dim=latent_dim, epochs=epochs, seed=seed, quiet=quiet)
+    vectors = enc.encode(data.images)
+    _say(f"trained and encoded in {time.perf_counter() - t0:.1f}s", quiet)
+    records: list[Record] = [
+        (label, src, None, None) for label, src in zip(data.labels, data.sources)
+    ]
+    metric = metric or enc.config().get("recommended_metric", "l2")
+    return create(name, encoder=enc, vectors=vectors, records=records, root=root, index=index,
+                  metric=metric, overwrite=overwrite, quiet=quiet,
+                  extra={"source": source})
+
+
+def build_text(
+    source: str | os.PathLike,
+    *,
+    name: str | None = None,
+    root: str | os.PathLike | None = None,
+    dim: int | None = None,
+    epochs: int | None = None,
+    train_extra: str | os.PathLike | None = None,
+    index: str = "auto",
+    metric: str = "cosine",
+    seed: int = 0,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> Collection:
+    """Train word embeddings on ``source`` (plus ``train_extra``) and index pooled vectors.
+
+    ``source``: ``"news"`` (300 articles shipped in the package), a .txt file (one item a
+    line), or a .jsonl/.csv file with a ``text`` field and optional ``label`` and ``id``.
+    """
+    from ._texts import load_text_source, read_texts_file
+
+    source = os.fspath(source)
+    name = name or _default_name(source)
+    cls = _encoders.get("text")
+    data = load_text_source(source)
+    extra_texts = read_texts_file(train_extra) if train_extra else None
+    _say(f"{len(data.texts)} texts from {source}; training text encoder", quiet)
+    t0 = time.perf_counter()
+    enc = cls.fit(data.texts, dim=dim, epochs=epochs, seed=seed, quiet=quiet,
+                  extra_texts=extra_texts)
+    vectors = enc.encode(data.texts)
+    _say(f"trained and encoded in {time.perf_counter() - t0:.1f}s", quiet)
+    records: list[Record] = [
+        (label, src, text, {"source_id": sid} if sid is not None else None)
+        for text, label, src, sid in zip(data.texts, data.labels, data.sources, data.ids)
+    ]
+    return create(name, encoder=enc, vectors=vectors, records=records, root=root, index=index,
+                  metric=metric, overwrite=overwrite, quiet=quiet, extra={"source": source})
+
+
+def encode_source(
+    col: Collection, source: str | os.PathLike, labels: Sequence[Any] | str | None = None,
+    *, quiet: bool = True,
+) -> tuple[np.ndarray, list[Record]]:
+    """Load ``source`` as ``build`` would for ``col``'s modality and encode it."""
+    source = os.fspath(source)
+    if isinstance(labels, (str, os.PathLike)):
+        labels = load_labels(labels)
+    if col.modality == "vectors":
+        vecs = load_npy(Path(source))
+        n = len(vecs)
+        return vecs, [(lab, None, None, None) for lab in _labels_as_text(labels, n)]
+    if col.modality == "image":
+        from ._images import load_image_source
+
+        cfg = col.manifest["encoder"]["config"]
+        data = load_image_source(source, size=int(cfg.get("size", 28)), color=_image_color(cfg))
+        vecs = col.encode(data.images)
+        labs = _labels_as_text(labels, len(vecs)) if labels is not None else data.labels
+        return vecs, [(lab, src, None, None) for lab, src in zip(labs, data.sources)]
+    from ._texts import load_text_source
+
+    data = load_text_source(source)
+    vecs = col.encode(data.texts)
+    labs = _labels_as_text(labels, len(vecs)) if labels is not None else data.labels
+    return vecs, [
+        (lab, src, text, {"source_id": sid} if sid is not None else None)
+        for text, lab, src, sid in zip(data.texts, labs, data.sources, data.ids)
+    ]
+
+
+def _default_name(source: str) -> str:
+    stem = Path(source).name
+    for suffix in (".npz", ".npy", ".txt", ".jsonl", ".csv"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return stem or "collection"

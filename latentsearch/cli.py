@@ -1,0 +1,340 @@
+"""The ``latentsearch`` command line: parse arguments, call the library, print the result.
+
+Any :class:`LatentSearchError` becomes one line ``error: ...`` on stderr and exit status 1;
+usage errors are click's own (status 2). ``--json`` prints one JSON document on stdout and
+nothing else there; progress goes to stderr. TensorFlow is imported by the library only
+when an encoder is trained or used, so ``--help`` and ``query --id`` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+import latentsearch as ls
+from latentsearch._errors import InvalidInput, LatentSearchError
+
+ROOT = click.option(
+    "--root", type=click.Path(file_okay=False), default=None,
+    help="Folder holding collections (default: $LATENTSEARCH_ROOT, else ./indexes).",
+)
+INDEX = click.option("--index", "index_spec", default="auto", show_default=True,
+                     help="auto, flat, hnsw, ivf, ivfpq, or a FAISS index_factory string.")
+QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace an existing collection of that name.")
+WAIT = click.option("--wait", type=float, default=0.0, show_default=True,
+                    help="Seconds to wait for another writer's lock before giving up.")
+
+
+class _Group(click.Group):
+    """Maps library errors to one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LatentSearchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+def _echo_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(ls.__version__, prog_name="latentsearch")
+def main() -> None:
+    """Vector similarity search over latents learned from your own images and sentences.
+
+    \b
+    Example:
+      latentsearch build images mnist
+      latentsearch query mnist --id 7 -k 5
+    """
+
+
+# -- build ---------------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def build() -> None:
+    """Build a collection from images, text or vectors."""
+
+
+@build.command("vectors")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--labels", type=click.Path(dir_okay=False), help=".npy or a text file, one label a line.")
+@click.option("--name", help="Collection name (default: the file's stem).")
+@ROOT
+@INDEX
+@click.option("--metric", type=click.Choice(["l2", "cosine"]), default="l2", show_default=True)
+@OVERWRITE
+@QUIET
+def build_vectors_cmd(file, labels, name, root, index_spec, metric, overwrite, quiet) -> None:
+    """Index vectors made elsewhere: an (n, dim) float array in a .npy file.
+
+    \b
+    Example:
+      latentsearch build vectors emb.npy --labels labels.txt --name emb
+    """
+    from latentsearch._sources import _default_name, load_labels
+
+    labs = load_labels(labels) if labels else None
+    col = ls.build_vectors(file, labs, name=name or _default_name(file), root=root,
+                           index=index_spec, metric=metric, overwrite=overwrite, quiet=quiet)
+    _built(col)
+
+
+@build.command("images")
+@click.argument("source")
+@click.option("--name", help="Collection name (default: the source's name).")
+@ROOT
+@click.option("--encoder", type=click.Choice(["conv", "dense"]), default="conv", show_default=True)
+@click.option("--latent-dim", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--size", type=click.IntRange(4, 1024), default=28, show_default=True,
+              help="Images are resized to SIZE x SIZE.")
+@click.option("--color", type=click.Choice(["gray", "rgb"]), default="gray", show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=None,
+              help="Training epochs (default: the encoder's, with early stopping).")
+@INDEX
+@click.option("--metric", type=click.Choice(["l2", "cosine"]), default=None,
+              help="Default: what the encoder recommends for its latents.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@OVERWRITE
+@QUIET
+def build_images_cmd(source, name, root, encoder, latent_dim, size, color, epochs, index_spec,
+                     metric, seed, overwrite, quiet) -> None:
+    """Train an image autoencoder on SOURCE and index the latents.
+
+    SOURCE: mnist (built-in 5,000 digits), mnist-full (needs the internet), a folder of
+    .png/.jpg/.jpeg/.bmp/.gif (subfolder names become labels), or a .npy/.npz array.
+
+    \b
+    Example:
+      latentsearch build images ./photos --name photos --color rgb --size 64
+    """
+    col = ls.build_images(source, name=name, root=root, encoder=encoder, latent_dim=latent_dim,
+                          size=size, color=color, epochs=epochs, index=index_spec,
+                          metric=metric, seed=seed, overwrite=overwrite, quiet=quiet)
+    _built(col)
+
+
+@build.command("text")
+@click.argument("source")
+@click.option("--name", help="Collection name (default: the source's name).")
+@ROOT
+@click.option("--dim", type=click.IntRange(2, 4096), default=None,
+              help="Embedding dimension (default: the encoder's).")
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=None)
+@click.option("--train-extra", type=click.Path(dir_okay=False),
+              help="More text to train the embeddings on (not indexed).")
+@INDEX
+@click.option("--metric", type=click.Choice(["l2", "cosine"]), default="cosine", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@OVERWRITE
+@QUIET
+def build_text_cmd(source, name, root, dim, epochs, train_extra, index_spec, metric, seed,
+                   overwrite, quiet) -> None:
+    """Train word embeddings on SOURCE and index pooled sentence vectors.
+
+    SOURCE: news (built-in 300 articles), a .txt file (one item a line), or a .jsonl/.csv
+    file with a `text` field and optional `label` and `id`.
+
+    \b
+    Example:
+      latentsearch build text notes.txt --name notes
+    """
+    col = ls.build_text(source, name=name, root=root, dim=dim, epochs=epochs,
+                        train_extra=train_extra, index=index_spec, metric=metric, seed=seed,
+                        overwrite=overwrite, quiet=quiet)
+    _built(col)
+
+
+def _built(col: ls.Collection) -> None:
+    click.echo(f"built {col.name}: {len(col)} items, {col.dim}-d, {col.metric}, "
+               f"index {col.manifest['index']['factory']} at {col.path}")
+
+
+# -- query ---------------------------------------------------------------------------------
+
+
+def _parse_where(pairs: tuple[str, ...]) -> dict[str, str] | None:
+    where = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--where takes KEY=VALUE, got {pair!r}")
+        where[key.strip()] = value
+    return where or None
+
+
+@main.command()
+@click.argument("name")
+@ROOT
+@click.option("--id", "item_id", type=int, help="Neighbours of a stored item (itself excluded).")
+@click.option("--image", type=click.Path(dir_okay=False), help="Query by an image file.")
+@click.option("--text", help="Query by a sentence.")
+@click.option("--vector", type=click.Path(dir_okay=False), help="Query by a vector in a .npy file.")
+@click.option("-k", "k", type=click.IntRange(1, 100_000), default=10, show_default=True)
+@click.option("--where", multiple=True, metavar="KEY=VALUE",
+              help="Only items whose record matches, e.g. --where label=3 (repeat to AND).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+@click.option("--grid", type=click.Path(dir_okay=False), help="Write query and neighbours as one PNG.")
+def query(name, root, item_id, image, text, vector, k, where, as_json, grid) -> None:
+    """Find the nearest items to a stored item, an image, a sentence or a vector.
+
+    \b
+    Examples:
+      latentsearch query mnist --id 7 -k 5
+      latentsearch query news --text "bushfires near Sydney" -k 5
+      latentsearch query mnist --image digit.png --grid out.png
+    """
+    given = [x is not None for x in (item_id, image, text, vector)]
+    if sum(given) != 1:
+        raise click.UsageError("give exactly one of --id, --image, --text, --vector")
+    col = ls.open(name, root)
+    filt = _parse_where(where)
+    query_tile = None
+    if item_id is not None:
+        hits = col.neighbors(item_id, k=k, where=filt)
+        described: dict[str, Any] = {"id": item_id}
+    elif image is not None:
+        from latentsearch._images import read_image_file
+
+        cfg = col.manifest["encoder"]["config"]
+        from latentsearch._sources import _image_color
+
+        if col.modality != "image":
+            raise ls.EncoderError(f"collection {col.name} holds {col.modality}; it cannot be queried by image")
+        query_tile = read_image_file(image, size=int(cfg.get("size", 28)), color=_image_color(cfg))
+        hits = col.search(query_tile, k=k, where=filt)
+        described = {"image": image}
+    elif text is not None:
+        hits = col.search(text, k=k, where=filt)
+        described = {"text": text}
+    else:
+        from latentsearch._collection import load_npy
+
+        hits = col.search(load_npy(Path(vector)).reshape(-1), k=k, where=filt)
+        described = {"vector": vector}
+    described.update({"collection": col.name, "k": k, "where": filt})
+    if grid:
+        from latentsearch._grid import write_query_grid
+
+        write_query_grid(col, grid, hits, query_tile=query_tile, query_id=item_id)
+        click.echo(f"wrote {grid}", err=True)
+    if as_json:
+        _echo_json({"query": described, "hits": [h.to_dict() for h in hits]})
+        return
+    _print_hits(hits)
+
+
+def _print_hits(hits: list[ls.Hit]) -> None:
+    if not hits:
+        click.echo("no results")
+        return
+    click.echo(f"{'rank':>4}  {'id':>8}  {'distance':>9}  {'label':<10}  text/source")
+    for rank, h in enumerate(hits, 1):
+        what = h.text if h.text is not None else (h.source or "")
+        what = " ".join(what.split())
+        if len(what) > 80:
+            what = what[:79] + "…"
+        label = "" if h.label is None else h.label
+        click.echo(f"{rank:>4}  {h.id:>8}  {h.distance:>9.4f}  {label:<10.10}  {what}")
+
+
+# -- changing ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("name")
+@click.argument("source")
+@ROOT
+@click.option("--labels", type=click.Path(dir_okay=False), help="Labels for the new items.")
+@WAIT
+@QUIET
+def add(name, source, root, labels, wait, quiet) -> None:
+    """Encode SOURCE with the stored encoder and append it; ids continue from the last.
+
+    \b
+    Example:
+      latentsearch add emb more.npy --labels more_labels.txt
+    """
+    col = ls.open(name, root)
+    ids = col.add_source(source, labels, wait=wait, quiet=quiet)
+    span = f"ids {ids[0]}..{ids[-1]}" if len(ids) else "nothing"
+    click.echo(f"added {len(ids)} items to {col.name} ({span}); now {len(col)} items")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--id", "ids", type=int, multiple=True, required=True, help="Id to remove (repeat).")
+@ROOT
+@WAIT
+def remove(name, ids, root, wait) -> None:
+    """Remove items by id; removed ids are never reused.
+
+    \b
+    Example:
+      latentsearch remove emb --id 3 --id 17
+    """
+    col = ls.open(name, root)
+    n = col.remove(ids, wait=wait)
+    click.echo(f"removed {n} items from {col.name}; now {len(col)} items")
+
+
+# -- looking -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("name")
+@ROOT
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def info(name, root, as_json) -> None:
+    """Show what a collection holds: size, dimension, metric, index, encoder.
+
+    \b
+    Example:
+      latentsearch info mnist
+    """
+    data = ls.open(name, root).info
+    if as_json:
+        _echo_json(data)
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = json.dumps(value, ensure_ascii=False)
+        click.echo(f"{key:>15}: {value}")
+
+
+@main.command("list")
+@ROOT
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def list_cmd(root, as_json) -> None:
+    """List the collections under the root.
+
+    \b
+    Example:
+      latentsearch list --root ./indexes
+    """
+    rows = ls.list_collections(root)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("no collections")
+        return
+    for row in rows:
+        if "error" in row:
+            click.echo(f"{row['name']:<20} unreadable: {row['error']}")
+        else:
+            click.echo(f"{row['name']:<20} {row['modality']:<8} {row['count']:>9} x {row['dim']:<4} "
+                       f"{row['metric']:<6} {row['index']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

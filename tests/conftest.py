@@ -1,0 +1,23 @@
+"""Shared fixtures: seeded clustered vectors, and a root folder per test under tmp_path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 0, spread: float = 0.35):
+    """``n`` vectors around ``clusters`` random centres, and the cluster of each as its label."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
+    labels = rng.integers(0, clusters, n)
+    x = centres[labels] + rng.normal(scale=spread, size=(n, dim)).astype(np.float32)
+    return x.astype(np.float32), labels
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """A collections root under tmp_path; $LATENTSEARCH_ROOT points there too."""
+    path = tmp_path / "indexes"
+    monkeypatch.setenv("LATENTSEARCH_ROOT", str(path))
+    return path
