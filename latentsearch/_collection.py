@@ -426,6 +426,7 @@ class Collection:
             _store.commit(self.path, staging, new)
         except BaseException:
             staging.discard()
+            self._load()  # the in-memory index may hold the uncommitted change
             raise
         self._load()
 
