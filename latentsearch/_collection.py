@@ -96,6 +96,11 @@ class Collection:
             raise CorruptCollection(f"{index_path} is not a readable FAISS index: {exc}") from None
         if index.ntotal != n or index.d != dim:
             raise CorruptCollection(f"{index_path} holds {index.ntotal} vectors, manifest says {n}")
+        images = None
+        if "images" in manifest["files"]:
+            images = _store.load_array(_store.file_path(self.path, manifest, "images"))
+            if images.ndim != 4 or len(images) != n or images.dtype != np.uint8:
+                raise CorruptCollection(f"{self.path}: images.npy does not match the manifest")
         records = _store.open_records(_store.file_path(self.path, manifest, "records"))
         old = getattr(self, "_records", None)
         if old is not None:
@@ -105,6 +110,7 @@ class Collection:
         self._ids = ids
         self._index = index
         self._records = records
+        self._images = images
         _index.apply(index, manifest["index"].get("params", {}))
 
     def reload(self) -> "Collection":
@@ -176,6 +182,16 @@ class Collection:
         if ids is None:
             return np.array(self._vectors)
         return np.asarray(self._vectors[self._rows(ids)])
+
+    def images(self, ids: Iterable[int]) -> np.ndarray:
+        """The stored images (uint8, at the collection's size) of ``ids``.
+
+        Image collections keep each item's pixels, as encoded, in images.npy: grids show
+        them and ``evaluate`` compares the latents against them.
+        """
+        if self._images is None:
+            raise InvalidInput(f"collection {self.name} keeps no images")
+        return np.asarray(self._images[self._rows(ids)])
 
     def get(self, ids: Iterable[int] | int) -> list[Hit]:
         """The stored records of ``ids``, as hits at distance 0.0."""
@@ -338,28 +354,44 @@ class Collection:
         quiet: bool = True,
     ) -> np.ndarray:
         """Encode ``items`` with the stored encoder and append them; returns their new ids."""
+        images = None
         if self.modality == "text" and isinstance(items, str):
             items = [items]
-        vecs = self.encode(items) if self.modality != "vectors" else as_vectors(items, self.dim)
+        if self.modality == "image":
+            from ._images import conform_images
+
+            cfg = self.manifest["encoder"]["config"]
+            images = conform_images(items, size=int(cfg["size"]), channels=int(cfg["channels"]))
+            vecs = self.encode(images)
+        elif self.modality == "text":
+            vecs = self.encode(items)
+        else:
+            vecs = as_vectors(items, self.dim)
         n = len(vecs)
         texts = list(items) if self.modality == "text" else [None] * n
         records = list(zip(_labels_as_text(labels, n), sources or [None] * n, texts, [None] * n))
-        return self.add_vectors(vecs, records, wait=wait, quiet=quiet)
+        return self.add_vectors(vecs, records, images=images, wait=wait, quiet=quiet)
 
     def add_source(self, source: str, labels: Sequence[Any] | None = None, *,
                    wait: float = 0.0, quiet: bool = True) -> np.ndarray:
         """Load ``source`` the way ``build`` does for this modality and append its items."""
         from . import _sources
 
-        vecs, records = _sources.encode_source(self, source, labels, quiet=quiet)
-        return self.add_vectors(vecs, records, wait=wait, quiet=quiet)
+        vecs, records, images = _sources.encode_source(self, source, labels, quiet=quiet)
+        return self.add_vectors(vecs, records, images=images, wait=wait, quiet=quiet)
 
     def add_vectors(self, vecs: np.ndarray, records: Sequence[Record], *,
-                    wait: float = 0.0, quiet: bool = True) -> np.ndarray:
-        """Append already-encoded vectors with their records (label, source, text, extra)."""
+                    images: np.ndarray | None = None, wait: float = 0.0,
+                    quiet: bool = True) -> np.ndarray:
+        """Append already-encoded vectors with their records (label, source, text, extra).
+
+        Image collections also take the items' pixels (``images``, as the encoder saw them).
+        """
         vecs = as_vectors(vecs, self.dim)
         if len(records) != len(vecs):
             raise InvalidInput(f"got {len(records)} records for {len(vecs)} vectors")
+        if (self._images is not None) and (images is None or len(images) != len(vecs)):
+            raise InvalidInput("an image collection needs the images of the vectors it adds")
         if self.metric == "cosine":
             vecs = _index.normalise(vecs)
         if len(vecs) == 0:
@@ -371,7 +403,11 @@ class Collection:
             all_vecs = np.concatenate([np.asarray(self._vectors), vecs])
             all_ids = np.concatenate([self._ids, new_ids])
             rows = [_record_row(i, r) for i, r in zip(new_ids, records)]
-            self._write(all_vecs, all_ids, rows=rows, added=(vecs, new_ids), quiet=quiet)
+            all_images = None
+            if self._images is not None:
+                all_images = np.concatenate([np.asarray(self._images), images])
+            self._write(all_vecs, all_ids, all_images, rows=rows, added=(vecs, new_ids),
+                        quiet=quiet)
         return new_ids
 
     def remove(self, ids: Iterable[int], *, wait: float = 0.0, quiet: bool = True) -> int:
@@ -383,10 +419,12 @@ class Collection:
             self._load()
             self._rows(gone)
             keep = ~np.isin(self._ids, gone)
-            self._write(np.asarray(self._vectors)[keep], self._ids[keep], delete=gone, quiet=quiet)
+            images = None if self._images is None else np.asarray(self._images)[keep]
+            self._write(np.asarray(self._vectors)[keep], self._ids[keep], images, delete=gone,
+                        quiet=quiet)
         return len(gone)
 
-    def _write(self, vectors, ids, *, rows=(), added=None, delete=None, quiet=True) -> None:
+    def _write(self, vectors, ids, images, *, rows=(), added=None, delete=None, quiet=True) -> None:
         """Write the next generation (caller holds the lock) and reload."""
         m = self.manifest
         gen = m["generation"] + 1
@@ -410,6 +448,9 @@ class Collection:
                 "index": _store.generation_name("index.faiss", gen),
                 "records": _store.generation_name("records.sqlite", gen),
             }
+            if images is not None:
+                names["images"] = _store.generation_name("images.npy", gen)
+                staging.save_array(names["images"], images)
             staging.save_array(names["vectors"], vectors)
             staging.save_array(names["ids"], ids)
             _write_index(index, staging.path(names["index"]))
@@ -465,8 +506,12 @@ def create(
     overwrite: bool = False,
     quiet: bool = True,
     extra: dict[str, Any] | None = None,
+    images: np.ndarray | None = None,
 ) -> Collection:
-    """Write a new collection from encoded vectors, their records and the encoder."""
+    """Write a new collection from encoded vectors, their records and the encoder.
+
+    ``images`` (uint8 (n, H, W, C)), for image collections, are kept as images.npy.
+    """
     _store.check_name(name)
     if metric not in _index.METRICS:
         raise InvalidInput(f"unknown metric {metric!r}; use one of: {', '.join(_index.METRICS)}")
@@ -495,6 +540,11 @@ def create(
     try:
         names = {"vectors": "vectors.npy", "ids": "ids.npy", "index": "index.faiss",
                  "records": "records.sqlite"}
+        if images is not None:
+            if len(images) != len(vectors):
+                raise InvalidInput(f"got {len(images)} images for {len(vectors)} vectors")
+            names["images"] = "images.npy"
+            staging.save_array(names["images"], images)
         staging.save_array(names["vectors"], vectors)
         staging.save_array(names["ids"], ids)
         _write_index(built, staging.path(names["index"]))

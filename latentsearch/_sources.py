@@ -84,7 +84,7 @@ def build_images(
     metric = metric or enc.config().get("recommended_metric", "l2")
     return create(name, encoder=enc, vectors=vectors, records=records, root=root, index=index,
                   metric=metric, overwrite=overwrite, quiet=quiet,
-                  extra={"source": source})
+                  extra={"source": source}, images=data.images)
 
 
 def build_text(
@@ -130,15 +130,18 @@ def build_text(
 def encode_source(
     col: Collection, source: str | os.PathLike, labels: Sequence[Any] | str | None = None,
     *, quiet: bool = True,
-) -> tuple[np.ndarray, list[Record]]:
-    """Load ``source`` as ``build`` would for ``col``'s modality and encode it."""
+) -> tuple[np.ndarray, list[Record], np.ndarray | None]:
+    """Load ``source`` as ``build`` would for ``col``'s modality and encode it.
+
+    Returns the vectors, their records, and (image collections) the images as encoded.
+    """
     source = os.fspath(source)
     if isinstance(labels, (str, os.PathLike)):
         labels = load_labels(labels)
     if col.modality == "vectors":
         vecs = load_npy(Path(source))
         n = len(vecs)
-        return vecs, [(lab, None, None, None) for lab in _labels_as_text(labels, n)]
+        return vecs, [(lab, None, None, None) for lab in _labels_as_text(labels, n)], None
     if col.modality == "image":
         from ._images import load_image_source
 
@@ -146,7 +149,7 @@ def encode_source(
         data = load_image_source(source, size=int(cfg.get("size", 28)), color=_image_color(cfg))
         vecs = col.encode(data.images)
         labs = _labels_as_text(labels, len(vecs)) if labels is not None else data.labels
-        return vecs, [(lab, src, None, None) for lab, src in zip(labs, data.sources)]
+        return vecs, [(lab, src, None, None) for lab, src in zip(labs, data.sources)], data.images
     from ._texts import load_text_source
 
     data = load_text_source(source)
@@ -155,7 +158,7 @@ def encode_source(
     return vecs, [
         (lab, src, text, {"source_id": sid} if sid is not None else None)
         for text, lab, src, sid in zip(data.texts, labs, data.sources, data.ids)
-    ]
+    ], None
 
 
 def _default_name(source: str) -> str:
