@@ -35,6 +35,7 @@ from ._errors import (  # noqa: E402
     UnknownId,
     UnsupportedFormat,
 )
+from ._evaluate import Report, evaluate  # noqa: E402
 from ._hit import Hit  # noqa: E402
 from ._sources import build_images, build_text  # noqa: E402
 
@@ -47,6 +48,8 @@ __all__ = [
     "build_images",
     "build_text",
     "list_collections",
+    "evaluate",
+    "Report",
     "LatentSearchError",
     "CollectionNotFound",
     "CollectionExists",

@@ -9,7 +9,7 @@ and the report gives, computed in one run on the same items:
   TF-IDF cosine for text) with exact search, and ``pca`` (the raw input reduced by PCA to
   the latent dimension);
 - agreement by neighbour rank (1..k), and by distance band: the neighbours up to rank
-  ``max(k, 100)`` of every query, cut into deciles of distance, nearest band first;
+  ``max(k, 1000)`` of every query, cut into deciles of distance, nearest band first;
 - recall@k of the collection's own index against exact search on the stored vectors.
 
 Without labels only the recall is measured, and the report says why.
@@ -29,7 +29,7 @@ from ._errors import InvalidInput
 
 __all__ = ["Report", "evaluate", "tfidf"]
 
-CURVE_K = 100
+CURVE_K = 1000
 BANDS = 10
 
 

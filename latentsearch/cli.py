@@ -336,5 +336,56 @@ def list_cmd(root, as_json) -> None:
                        f"{row['metric']:<6} {row['index']}")
 
 
+# -- the claim -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("name")
+@ROOT
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--sample", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
+              help="How many items (seeded) query the collection.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write the latent map and curve as a PNG.")
+def evaluate(name, root, k, sample, seed, as_json, plot) -> None:
+    """Measure whether closer vectors mean same-label items, beside baselines.
+
+    \b
+    Example:
+      latentsearch evaluate mnist --plot mnist.png
+    """
+    col = ls.open(name, root)
+    report = ls.evaluate(col, k=k, sample=sample, seed=seed)
+    if plot:
+        from latentsearch._plot import write_report_png
+
+        labels = [h.label for h in col.get(col.ids())]
+        write_report_png(plot, report, col.vectors(), labels)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        click.echo(report.table())
+    if plot:
+        click.echo(f"wrote {plot}", err=True)
+
+
+@main.command()
+@ROOT
+@click.option("--rebuild", is_flag=True, help="Rebuild the sample collections even if they exist.")
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=None, envvar="LATENTSEARCH_DEMO_EPOCHS",
+              help="Training epochs for both encoders (default: theirs). For a quick look: 2.")
+def demo(root, rebuild, epochs) -> None:
+    """Build the two built-in samples, query them, and show the claim with numbers and pictures.
+
+    \b
+    Example:
+      latentsearch demo --root ./indexes
+    """
+    from latentsearch._demo import run_demo
+
+    run_demo(root=root, rebuild=rebuild, epochs=epochs, echo=click.echo)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

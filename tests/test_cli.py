@@ -92,7 +92,7 @@ def test_usage_errors_are_status_2(emb):
 
 def test_every_command_has_help_with_an_example():
     for args in (["build", "vectors"], ["build", "images"], ["build", "text"], ["query"], ["add"],
-                 ["remove"], ["info"], ["list"]):
+                 ["remove"], ["info"], ["list"], ["evaluate"], ["demo"]):
         r = run(*args, "--help")
         assert r.exit_code == 0 and "Example" in r.output, args
 
