@@ -527,6 +527,7 @@ def create(
             f"collection {target} already exists; pass --overwrite (overwrite=True) or choose another --name"
         )
     root_path.mkdir(parents=True, exist_ok=True)
+    _store.clear_stale_builds(root_path, name)
     ids = np.arange(len(vectors), dtype=np.int64)
     plan = _index.plan(index, len(vectors), encoder.dim)
     t0 = time.perf_counter()

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import time
 import uuid
@@ -64,6 +65,24 @@ _REQUIRED = {
     "generation": int,
     "files": dict,
 }
+
+
+_steps_taken = 0
+
+
+def step() -> None:
+    """A durable step of a write (a file written, synced, renamed or deleted).
+
+    Test hook: with ``LATENTSEARCH_CRASH_AFTER=N`` in the environment the process kills
+    itself with SIGKILL after N steps, so tests can interrupt a write at every point.
+    """
+    global _steps_taken
+    limit = os.environ.get("LATENTSEARCH_CRASH_AFTER")
+    if limit is None:
+        return
+    _steps_taken += 1
+    if _steps_taken > int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def now() -> str:
@@ -185,6 +204,8 @@ def file_path(folder: Path, manifest: dict[str, Any], part: str) -> Path:
 def load_array(path: Path, *, mmap: bool = True) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise CorruptCollection(f"{path} is missing") from None
     except ValueError as exc:  # pickled or malformed header
         raise CorruptCollection(f"{path} is not a plain .npy array: {exc}") from None
 
@@ -215,6 +236,7 @@ CREATE INDEX records_label ON records(label);
 
 
 def fsync_file(path: Path) -> None:
+    step()
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -289,6 +311,18 @@ class Staging:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def clear_stale_builds(root: Path, name: str) -> None:
+    """Delete hidden build folders for ``name`` left by builders that no longer run."""
+    for path in root.glob(f".{name}.tmp-*"):
+        try:
+            pid = int(path.name[len(name) + 6 :].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -296,8 +330,10 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
+    step()
     os.replace(tmp, path)
     fsync_dir(path.parent)
+    step()
 
 
 def publish_new(staging: Staging, target: Path, *, overwrite: bool) -> None:
@@ -313,10 +349,13 @@ def publish_new(staging: Staging, target: Path, *, overwrite: bool) -> None:
             )
         with writer_lock(target):
             old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            step()
             os.rename(target, old)
+            step()
             os.rename(staging.dir, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
+        step()
         try:
             os.rename(staging.dir, target)
         except OSError:
@@ -332,6 +371,7 @@ def commit(folder: Path, staging: Staging, manifest: dict[str, Any]) -> None:
         if src.exists():
             dst = folder / entry["path"]
             dst.parent.mkdir(parents=True, exist_ok=True)
+            step()
             os.replace(src, dst)
     fsync_dir(folder)
     write_manifest(folder / MANIFEST, manifest)
@@ -346,6 +386,7 @@ def collect_garbage(folder: Path, manifest: dict[str, Any]) -> None:
         rel = path.relative_to(folder).as_posix()
         if rel in keep or any(k.startswith(rel + "/") for k in keep):
             continue
+        step()
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
