@@ -113,13 +113,26 @@ def locate(name_or_path: str | os.PathLike, root: str | os.PathLike | None = Non
         candidates.append(root_path / text)
     if os.sep in text or text.startswith(".") or not candidates:
         candidates.append(Path(text))
-    for folder in candidates:
+    for i, folder in enumerate(candidates):
         if (folder / MANIFEST).is_file():
+            if i == 0 and _NAME_RE.match(text) and not _within(folder, root_path):
+                raise InvalidInput(
+                    f"collection {text!r} is a link out of the root {root_path}; "
+                    "open it by its real path instead"
+                )
             return folder
     raise CollectionNotFound(
         f"no collection {text!r} (looked in {', '.join(str(c) for c in candidates)}); "
         "`latentsearch list` shows what exists"
     )
+
+
+def _within(folder: Path, root: Path) -> bool:
+    try:
+        folder.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 # -- reading -------------------------------------------------------------------------------
