@@ -233,8 +233,7 @@ class Collection:
         if isinstance(queries, str):
             if batch:
                 raise InvalidInput("search_batch takes a list of queries, not one string")
-            queries = [queries]
-            vecs = self._encode_queries(queries, "text")
+            vecs = self._encode_queries(queries, "text")  # one string: errors say "query"
         elif isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries):
             vecs = self._encode_queries(list(queries), "text")
         else:

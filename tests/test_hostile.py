@@ -109,3 +109,57 @@ def test_where_injection_reads_only_bound_values(root):
         col.search(np.eye(4)[0], where={"label) OR (1": "a"})
     assert len(ls.open("q").get([0, 1, 2, 3])) == 4
     assert os.path.exists(col.path / "records.sqlite")
+
+
+@pytest.fixture(scope="module")
+def image_collection(tmp_path_factory):
+    """A small image collection (dense encoder, one epoch) to tamper with."""
+    root = tmp_path_factory.mktemp("img") / "indexes"
+    x = (np.random.default_rng(0).random((120, 28, 28)) * 255).astype(np.uint8)
+    src = root.parent / "digits.npy"
+    np.save(src, x)
+    col = ls.build_images(str(src), name="base", root=root, encoder="dense", epochs=1, quiet=True)
+    return col.path
+
+
+def _copy(path, tmp_path):
+    import shutil
+
+    dst = tmp_path / "indexes" / "img"
+    shutil.copytree(path, dst)
+    return dst
+
+
+@pytest.mark.slow
+def test_bit_flipped_model_caught_before_keras(image_collection, tmp_path):
+    path = _copy(image_collection, tmp_path)
+    model = path / "encoder" / "model.keras"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    model.write_bytes(bytes(data))
+    with pytest.raises(ls.CorruptCollection, match="model.keras fails its checksum"):
+        ls.open(str(path))
+
+
+@pytest.mark.slow
+def test_model_with_a_lambda_layer_never_runs(image_collection, tmp_path):
+    import keras
+
+    path = _copy(image_collection, tmp_path)
+    marker = tmp_path / "pwned"
+    inputs = keras.Input((28, 28, 1))
+    flat = keras.layers.Flatten()(inputs)
+    # the lambda writes a marker file if it is ever called; a literal path, no closure
+    code = eval(f"lambda t: t[:, :32] * 0 + float(bool(open({str(marker)!r}, 'w')))")
+    out = keras.layers.Lambda(code, output_shape=(32,))(flat)
+    evil = keras.Model(inputs, out)
+    model = path / "encoder" / "model.keras"
+    evil.save(model)
+    marker.unlink(missing_ok=True)
+    doc = json.loads((path / "manifest.json").read_text())
+    doc["files"]["encoder/model.keras"]["sha256"] = _store.sha256_file(model)  # sum fixed too
+    (path / "manifest.json").write_text(json.dumps(doc))
+    col = ls.open(str(path))  # opening never touches the model
+    with pytest.raises(ls.EncoderError, match="cannot load encoder model.*(safe_mode|Lambda)"):
+        col.search(np.zeros((28, 28), np.uint8))
+    assert not marker.exists()

@@ -1,0 +1,218 @@
+"""The text encoder: trained pooled word embeddings, refusals, persistence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from latentsearch._errors import EncoderError, InvalidInput
+from latentsearch._texts import load_text_source
+from latentsearch.encoders._text import MAX_TOKENS, TextEncoder
+
+FIRE = 0  # news article 0: a bushfire near Hill Top, New South Wales
+
+
+@pytest.fixture(scope="module")
+def news():
+    texts = load_text_source("news").texts
+    # the sample holds a few exact duplicate articles; keep the first of each
+    seen: set[str] = set()
+    return [t for t in texts if not (t in seen or seen.add(t))]
+
+
+@pytest.fixture(scope="module")
+def enc(news):
+    return TextEncoder.fit(news, dim=64, epochs=10, seed=0, quiet=True)
+
+
+def test_importing_the_module_does_not_import_tensorflow():
+    code = (
+        "import sys, latentsearch.encoders._text, latentsearch._texts; "
+        "sys.exit(1 if 'tensorflow' in sys.modules or 'keras' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_registry_and_config(enc, news):
+    from latentsearch import encoders
+
+    assert encoders.get("text") is TextEncoder
+    assert TextEncoder.name == "text" and TextEncoder.modality == "text"
+    cfg = enc.config()
+    json.dumps(cfg)
+    assert enc.dim == cfg["dim"] == 64
+    assert cfg["epochs"] == 10 and cfg["train_texts"] == len(news)
+    assert cfg["final_loss"] > 0 and cfg["train_seconds"] > 0
+    assert cfg["vocab_size"] == len(enc.vocabulary) + 2 > 1000
+    assert cfg["max_tokens"] == MAX_TOKENS
+
+
+def test_encode_shapes_and_unit_norm(enc, news):
+    v = enc.encode(news[:5])
+    assert v.shape == (5, 64) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    one = enc.encode(news[0])
+    assert one.shape == (1, 64)
+    np.testing.assert_allclose(one[0], v[0], atol=1e-6)
+    assert enc.encode([]).shape == (0, 64)
+
+
+def test_indexed_text_is_nearest_to_itself(enc, news):
+    v = enc.encode(news)
+    sims = v @ v.T
+    assert (sims.argmax(axis=1) == np.arange(len(news))).all()
+
+
+def test_paraphrase_ranks_its_source_above_unrelated_items(enc, news):
+    q = enc.encode("Residents evacuated their homes at Hill Top as a bushfire burned "
+                   "in the Southern Highlands of New South Wales")[0]
+    sims = enc.encode(news) @ q
+    unrelated = [i for i, t in enumerate(news)
+                 if not any(w in t.lower() for w in ("fire", "blaze", "hill top", "highlands"))]
+    assert len(unrelated) > 100
+    assert sims[FIRE] > sims[unrelated].max()
+    assert int(np.argsort(-sims).tolist().index(FIRE)) < 5
+
+
+def test_learned_embeddings_beat_random(news):
+    """Training must matter: first halves find their second halves far better."""
+    first = [" ".join(t.split()[: len(t.split()) // 2]) for t in news]
+    second = [" ".join(t.split()[len(t.split()) // 2 :]) for t in news]
+
+    def r10(e):
+        s = e.encode(first) @ e.encode(second).T
+        return np.mean([i in np.argsort(-s[i])[:10] for i in range(len(first))])
+
+    trained = TextEncoder.fit(second, dim=64, epochs=10, seed=0, quiet=True)
+    random = TextEncoder.fit(second, dim=64, epochs=10, seed=0, quiet=True, train=False)
+    assert random.config()["epochs"] == 0
+    assert r10(trained) > r10(random) + 0.2
+
+
+@pytest.mark.parametrize("text", ["xyzzy", "xyzzy plugh", "!!! ...", "qwertyuiop 中文字符"])
+def test_unknown_words_are_refused(enc, text):
+    with pytest.raises(EncoderError, match="no known words in query"):
+        enc.encode(text)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_text_is_refused(enc, text):
+    with pytest.raises(EncoderError, match="empty"):
+        enc.encode(text)
+
+
+def test_batch_refusal_names_the_item(enc):
+    with pytest.raises(EncoderError, match=r"text 2 \('xyzzy'\)"):
+        enc.encode(["bushfire", "cricket", "xyzzy", "Sydney"])
+    with pytest.raises(EncoderError, match="text 1 is empty"):
+        enc.encode(["bushfire", ""])
+
+
+def test_non_strings_are_invalid_input(enc):
+    with pytest.raises(InvalidInput):
+        enc.encode(["ok", 3])
+    with pytest.raises(InvalidInput):
+        enc.encode(5)
+
+
+def test_unknown_words_are_ignored_among_known_ones(enc):
+    np.testing.assert_allclose(
+        enc.encode("bushfire xyzzy Sydney"), enc.encode("bushfire Sydney"), atol=1e-6
+    )
+
+
+def test_case_and_punctuation_do_not_matter(enc):
+    np.testing.assert_allclose(
+        enc.encode("BUSHFIRE, near... Sydney!"), enc.encode("bushfire near sydney"), atol=1e-6
+    )
+
+
+def test_very_long_line_is_truncated(enc, news):
+    words = news[FIRE].split()
+    long_text = " ".join((words * (10 * MAX_TOKENS // len(words) + 1)))  # ~10x the maximum
+    head = " ".join(long_text.split()[:MAX_TOKENS])
+    v = enc.encode(long_text)
+    assert v.shape == (1, 64) and np.isfinite(v).all()
+    # only the first MAX_TOKENS tokens count: anything after them changes nothing
+    np.testing.assert_allclose(v, enc.encode(head), atol=1e-5)
+    np.testing.assert_allclose(v, enc.encode(head + " cricket " * 100), atol=1e-5)
+
+
+def test_non_ascii_text(tmp_path):
+    corpus = [
+        "Zürich café naïve crème brûlée",
+        "München Straße Größe Übung",
+        "北京 上海 中文字符 测试",
+        "plain ascii words only here",
+    ]
+    e = TextEncoder.fit(corpus, dim=32, epochs=3, seed=0, quiet=True)
+    assert e.dim == 32
+    v = e.encode(corpus)
+    assert (np.argmax(v @ v.T, axis=1) == np.arange(4)).all()
+    # Unicode-aware lower-casing: upper-case umlauts find the same words
+    np.testing.assert_allclose(e.encode("ZÜRICH CAFÉ"), e.encode("zürich café"), atol=1e-6)
+    assert int(np.argmax(v @ e.encode("Größe")[0])) == 1
+    assert int(np.argmax(v @ e.encode("中文字符")[0])) == 2
+    e.save(tmp_path / "enc")
+    e2 = TextEncoder.load(tmp_path / "enc", e.config())
+    np.testing.assert_array_equal(e2.encode(corpus), v)
+
+
+def test_save_load_round_trip(enc, news, tmp_path):
+    folder = tmp_path / "encoder"
+    names = enc.save(folder)
+    assert sorted(names) == ["model.keras", "vocab.json"]
+    assert all((folder / n).is_file() for n in names)
+    cfg = json.loads(json.dumps(enc.config()))
+    back = TextEncoder.load(folder, cfg)
+    assert back.dim == enc.dim and back.config() == cfg
+    assert back.vocabulary == enc.vocabulary
+    np.testing.assert_array_equal(back.encode(news[:50]), enc.encode(news[:50]))
+    with pytest.raises(EncoderError, match="no known words"):
+        back.encode("xyzzy")
+
+
+def test_load_refuses_mismatched_vocabulary(enc, tmp_path):
+    enc.save(tmp_path)
+    (tmp_path / "vocab.json").write_text(json.dumps(["a", "b"]), encoding="utf-8")
+    with pytest.raises(EncoderError, match="vocab.json"):
+        TextEncoder.load(tmp_path, enc.config())
+
+
+def test_progress_goes_to_stderr_and_quiet_silences_it(capsys):
+    corpus = ["the fire near the town", "the cricket match in the city", "rain and storms"]
+    TextEncoder.fit(corpus, dim=8, epochs=2, seed=0)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "epoch 1/2" in err and "epoch 2/2" in err
+    TextEncoder.fit(corpus, dim=8, epochs=2, seed=0, quiet=True)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+
+
+def test_seeded_fit_is_repeatable(news):
+    a = TextEncoder.fit(news[:60], dim=16, epochs=3, seed=7, quiet=True)
+    b = TextEncoder.fit(news[:60], dim=16, epochs=3, seed=7, quiet=True)
+    np.testing.assert_allclose(a.encode(news[:60]), b.encode(news[:60]), atol=1e-5)
+
+
+def test_extra_texts_extend_the_vocabulary(news):
+    e = TextEncoder.fit(news[:20], dim=16, epochs=2, seed=0, quiet=True,
+                        extra_texts=["xyzzy plugh frobnicate", "plugh again"])
+    assert e.config()["extra_texts"] == 2
+    assert e.encode("xyzzy").shape == (1, 16)
+
+
+def test_tiny_corpora(tmp_path):
+    one = TextEncoder.fit(["just one line"], dim=8, seed=0, quiet=True)
+    assert one.encode("line").shape == (1, 8)
+    with pytest.raises(EncoderError):
+        TextEncoder.fit(["...", "  "], dim=8, quiet=True)
+    with pytest.raises(InvalidInput):
+        TextEncoder.fit([], dim=8, quiet=True)
+    with pytest.raises(InvalidInput):
+        TextEncoder.fit(["a b"], dim=0, quiet=True)
