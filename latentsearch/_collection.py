@@ -201,8 +201,10 @@ class Collection:
         return [Hit(i, 0.0, *found[i]) for i in wanted]
 
     def _fetch(self, ids: Sequence[int]) -> dict[int, tuple]:
+        """Records (label, source, text) by id, in chunks under SQLite's parameter limit."""
         out: dict[int, tuple] = {}
-        ids = [int(i) for i in ids]
+        if isinstance(ids, np.ndarray):
+            ids = ids.tolist()
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             marks = ",".join("?" * len(chunk))
@@ -304,27 +306,27 @@ class Collection:
             self._index, vecs, k_eff, params,
             vectors_of=self.vectors, metric=self.metric, allowed=allowed,
         )
-        short = (I >= 0).sum(axis=1) < k_eff
+        short = (I < 0).any(axis=1)
         if short.any():  # an approximate index under a filter may return too few: go exact
             sub_ids = self._ids if allowed is None else allowed
             sub_vecs = self._vectors[self._rows(sub_ids)] if allowed is not None else self._vectors
             D2, I2 = _index.exact_search(sub_vecs, sub_ids, vecs[short], k_eff, self.metric)
             D[short], I[short] = D2, I2
-        records = self._fetch(np.unique(I[I >= 0]))
+        id_rows = I.tolist()
+        dist_rows = self._distances(D).tolist()
+        records = self._fetch(sorted({i for row in id_rows for i in row if i >= 0}))
         out = []
-        for q, (dist_row, id_row) in enumerate(zip(D, I)):
-            hits = []
-            for raw, item in zip(dist_row, id_row):
-                if item < 0 or (exclude is not None and item == exclude[q]):
-                    continue
-                hits.append(Hit(int(item), self._distance(raw), *records[int(item)]))
+        for q, (dist_row, id_row) in enumerate(zip(dist_rows, id_rows)):
+            skip = -1 if exclude is None else exclude[q]
+            hits = [Hit(i, d, *records[i]) for d, i in zip(dist_row, id_row) if i >= 0 and i != skip]
             out.append(hits[:k])
         return out
 
-    def _distance(self, raw: float) -> float:
+    def _distances(self, raw: np.ndarray) -> np.ndarray:
+        """FAISS scores as reported distances: Euclidean for l2, 1 - cosine for cosine."""
         if self.metric == "l2":
-            return float(np.sqrt(max(float(raw), 0.0)))
-        return float(max(0.0, 1.0 - float(raw)))
+            return np.sqrt(np.maximum(raw, 0.0, dtype=np.float64))
+        return np.maximum(1.0 - raw.astype(np.float64), 0.0)
 
     def search(self, query: Any, k: int = 10, where: dict[str, Any] | None = None) -> list[Hit]:
         """Nearest items to one query: a vector, an image array, or a string."""

@@ -223,8 +223,8 @@ def apply(index, params: dict[str, Any]) -> None:
         inner.nprobe = int(params["nprobe"])
 
 
-def _search_params(index, params: dict[str, Any], selector=None):
-    """Typed FAISS search parameters for the inner index, or None."""
+def _search_params(index, params: dict[str, Any], selector):
+    """Typed FAISS search parameters for the inner index, carrying ``selector``."""
     faiss = _faiss()
     inner = _inner(index)
     if isinstance(inner, faiss.IndexHNSW):
@@ -233,12 +233,9 @@ def _search_params(index, params: dict[str, Any], selector=None):
     elif isinstance(inner, faiss.IndexIVF):
         p = faiss.SearchParametersIVF()
         p.nprobe = int(params.get("nprobe", inner.nprobe))
-    elif selector is None:
-        return None
     else:
         p = faiss.SearchParameters()
-    if selector is not None:
-        p.sel = selector
+    p.sel = selector
     return p
 
 
@@ -254,19 +251,21 @@ def search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Search ``index``; returns raw FAISS scores and ids (-1 where fewer than k exist).
 
+    Search parameters must have been set on ``index`` with :func:`apply`; ``params`` is
+    needed for filtered searches (typed FAISS parameters carry the selector) and the re-rank.
     ``allowed`` restricts the search to those ids through a FAISS id selector. With a
     ``rerank`` parameter (lossy indexes), ``rerank * k`` candidates are fetched and re-scored
     exactly with ``vectors_of(ids)`` (the stored vectors).
     """
-    faiss = _faiss()
-    selector = None
-    if allowed is not None:
-        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
     rerank = int(params.get("rerank", 0)) if vectors_of is not None else 0
     fetch = k * max(rerank, 1)
-    p = _search_params(index, params, selector)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    D, I = index.search(queries, fetch, params=p) if p is not None else index.search(queries, fetch)
+    if allowed is None:  # efSearch / nprobe were set on the index by apply()
+        D, I = index.search(queries, fetch)
+    else:
+        faiss = _faiss()
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        D, I = index.search(queries, fetch, params=_search_params(index, params, selector))
     if rerank:
         D, I = _rerank(queries, I, k, vectors_of, metric)
     return D, I
@@ -356,6 +355,7 @@ def tune(
     truth = _drop_own(truth, own, k)
 
     def measure(p):
+        apply(index, p)
         _, found = search(index, queries, k + 1, p, vectors_of=vectors_of, metric=metric)
         return recall_at(_drop_own(found, own, k), truth)
 
