@@ -193,14 +193,27 @@ def sha256_file(path: Path) -> str:
 
 
 def verify(folder: Path, manifest: dict[str, Any]) -> None:
-    """Check every file the manifest names exists and matches its sha256."""
-    for part, entry in manifest["files"].items():
-        path = _inside(folder, entry["path"])
+    """Check every file the manifest names exists and matches its sha256.
+
+    Files are hashed in parallel threads (hashlib releases the GIL), so opening a large
+    collection costs about the time to hash its largest file.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [_inside(folder, entry["path"]) for entry in manifest["files"].values()]
+
+    def digest(path: Path) -> str | None:
         try:
-            digest = sha256_file(path)
+            return sha256_file(path)
         except FileNotFoundError:
-            raise CorruptCollection(f"{path} is missing (collection {folder.name})") from None
-        if digest != entry["sha256"]:
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(4, max(1, len(paths)))) as pool:
+        digests = list(pool.map(digest, paths))
+    for path, got, entry in zip(paths, digests, manifest["files"].values()):
+        if got is None:
+            raise CorruptCollection(f"{path} is missing (collection {folder.name})")
+        if got != entry["sha256"]:
             raise CorruptCollection(
                 f"{path} fails its checksum: the file is damaged or was changed outside "
                 "latentsearch"
