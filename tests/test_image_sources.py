@@ -1,0 +1,314 @@
+"""Image sources (mnist, folders, .npy/.npz), image files, and the PNG grid writer."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentsearch._errors import DimensionMismatch, InvalidInput
+from latentsearch._images import (
+    ImageSet,
+    conform_images,
+    encode_png,
+    load_image_source,
+    read_image_file,
+    to_uint8,
+    write_grid_png,
+)
+
+
+# ------------------------------------------------------------------ a PNG reader for checks
+
+
+def parse_png(data: bytes) -> tuple[dict, np.ndarray]:
+    """Check signature and every CRC, return (IHDR fields, pixels) of an unfiltered 8-bit PNG."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, kind
+        chunks.append((kind, body))
+        pos += 12 + length
+    assert pos == len(data)
+    kinds = [k for k, _ in chunks]
+    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND"
+    w, h, depth, ctype, comp, filt, inter = struct.unpack(">IIBBBBB", chunks[0][1])
+    assert (depth, comp, filt, inter) == (8, 0, 0, 0)
+    channels = {0: 1, 2: 3}[ctype]
+    raw = zlib.decompress(b"".join(b for k, b in chunks if k == b"IDAT"))
+    rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + w * channels)
+    assert (rows[:, 0] == 0).all()  # filter type None on every row
+    return {"width": w, "height": h, "channels": channels}, rows[:, 1:].reshape(h, w, channels)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares width x height but whose data is tiny (a 'bomb' header)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = lambda k, b: struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def digit_like(seed: int, side: int = 20) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.zeros((side, side), np.uint8)
+    r0, c0 = rng.integers(2, side // 2, size=2)
+    img[r0 : r0 + side // 3, c0 : c0 + 3] = 255
+    return img
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    for label in ("cats", "dogs"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            (root / label / f"{i}.png").write_bytes(encode_png(digit_like(i + (10 if label == "dogs" else 0))))
+    rgb = np.zeros((32, 24, 3), np.uint8)
+    rgb[..., 0] = 200
+    (root / "top.png").write_bytes(encode_png(rgb))
+    (root / "dogs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a png")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+# ------------------------------------------------------------------ sources
+
+
+def test_mnist_limit_keeps_every_class():
+    s = load_image_source("mnist", limit=100)
+    assert isinstance(s, ImageSet)
+    assert s.images.shape == (100, 28, 28, 1) and s.images.dtype == np.uint8
+    assert sorted(set(s.labels)) == [str(d) for d in range(10)]
+    assert s.sources == [None] * 100 and s.skipped == []
+
+
+def test_mnist_resized_rgb():
+    s = load_image_source("mnist", size=16, color="rgb", limit=12)
+    assert s.images.shape == (12, 16, 16, 3)
+    assert (s.images[..., 0] == s.images[..., 1]).all()
+
+
+def test_mnist_full_offline_is_clear(monkeypatch):
+    import keras
+
+    def offline():
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(InvalidInput, match="internet.*'mnist'"):
+        load_image_source("mnist-full")
+
+
+def test_folder_labels_skips_and_warns(photo_folder: Path, capsys):
+    s = load_image_source(photo_folder, size=28, color="gray")
+    assert s.images.shape == (7, 28, 28, 1)
+    assert s.labels == ["cats"] * 3 + ["dogs"] * 3 + [None]
+    assert s.sources[0].endswith("cats/0.png") and s.sources[-1].endswith("top.png")
+    assert len(s.skipped) == 1 and s.skipped[0][0].endswith("broken.png")
+    err = capsys.readouterr().err
+    assert "skipped 1 unreadable" in err and "broken.png" in err
+    # the red top-level image became gray of the right luminance
+    assert abs(int(s.images[-1].mean()) - round(200 * 0.2989)) <= 1
+
+
+def test_folder_rgb_and_limit(photo_folder: Path):
+    s = load_image_source(photo_folder, size=12, color="rgb", limit=4)
+    assert s.images.shape == (4, 12, 12, 3)
+
+
+def test_empty_folder_is_clear(tmp_path: Path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(InvalidInput, match="no image files"):
+        load_image_source(tmp_path / "empty")
+
+
+def test_folder_with_only_unreadable_files(tmp_path: Path, capsys):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.jpg").write_bytes(b"garbage")
+    with pytest.raises(InvalidInput, match="could be read"):
+        load_image_source(tmp_path / "bad")
+    assert "a.jpg" in capsys.readouterr().err
+
+
+def test_missing_source(tmp_path: Path):
+    with pytest.raises(InvalidInput, match="not found"):
+        load_image_source(tmp_path / "nope")
+
+
+def test_npy_float_and_uint8(tmp_path: Path):
+    x = np.random.default_rng(0).random((5, 20, 20)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    s = load_image_source(tmp_path / "a.npy", size=20)
+    assert s.images.shape == (5, 20, 20, 1)
+    np.testing.assert_allclose(s.images[..., 0], np.rint(x * 255), atol=1)
+    assert s.labels == [None] * 5
+    np.save(tmp_path / "b.npy", (x * 255).astype(np.uint8)[..., None])
+    assert load_image_source(tmp_path / "b.npy", size=10).images.shape == (5, 10, 10, 1)
+
+
+def test_npy_bad_shape_and_range(tmp_path: Path):
+    np.save(tmp_path / "flat.npy", np.zeros((5, 784)))
+    with pytest.raises(DimensionMismatch, match=r"\(N, H, W\)"):
+        load_image_source(tmp_path / "flat.npy")
+    np.save(tmp_path / "big.npy", np.full((2, 8, 8), 1000.0))
+    with pytest.raises(InvalidInput, match="0..255"):
+        load_image_source(tmp_path / "big.npy")
+
+
+def test_npz_with_labels(tmp_path: Path):
+    x = np.zeros((4, 28, 28, 3), np.uint8)
+    np.savez(tmp_path / "d.npz", images=x, labels=np.array(["a", "b", "a", "c"]))
+    s = load_image_source(tmp_path / "d.npz")
+    assert s.images.shape == (4, 28, 28, 1) and s.labels == ["a", "b", "a", "c"]
+    np.savez(tmp_path / "e.npz", x=x[..., 0], y=np.array([1, 2, 3, 4]))
+    assert load_image_source(tmp_path / "e.npz", color="rgb").labels == ["1", "2", "3", "4"]
+    np.savez(tmp_path / "only.npz", whatever=x)
+    assert len(load_image_source(tmp_path / "only.npz")) == 4
+
+
+def test_pickled_npy_refused(tmp_path: Path):
+    class Boom:
+        def __reduce__(self):
+            return (sys.exit, ("pickle ran",))
+
+    arr = np.empty(1, dtype=object)
+    arr[0] = Boom()
+    np.save(tmp_path / "evil.npy", arr, allow_pickle=True)
+    with pytest.raises(InvalidInput, match="pickled"):
+        load_image_source(tmp_path / "evil.npy")
+
+
+def test_huge_png_header_refused_before_decoding(tmp_path: Path, capsys):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(60_000, 60_000))
+    with pytest.raises(InvalidInput, match="60000x60000"):
+        read_image_file(bomb)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "bomb.png").write_bytes(png_header_only(20_000, 10))
+    (tmp_path / "dir" / "ok.png").write_bytes(encode_png(digit_like(1)))
+    s = load_image_source(tmp_path / "dir")
+    assert len(s) == 1 and "20000x10" in s.skipped[0][1]
+    assert "bomb.png" in capsys.readouterr().err
+
+
+def test_image_file_formats_and_errors(tmp_path: Path):
+    import tensorflow as tf
+
+    img = np.stack([digit_like(3, 40)] * 3, axis=-1)
+    (tmp_path / "q.jpg").write_bytes(tf.io.encode_jpeg(img).numpy())
+    (tmp_path / "q.png").write_bytes(encode_png(img))
+    for name in ("q.jpg", "q.png"):
+        out = read_image_file(tmp_path / name, size=28, color="gray")
+        assert out.shape == (28, 28, 1) and out.dtype == np.uint8 and out.max() > 150
+    assert read_image_file(tmp_path / "q.png", size=28, color="rgb").shape == (28, 28, 3)
+    with pytest.raises(InvalidInput, match="not found"):
+        read_image_file(tmp_path / "missing.png")
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(InvalidInput, match="not a readable image"):
+        read_image_file(tmp_path / "bad.png")
+
+
+def test_conform_shapes():
+    one = np.zeros((28, 28), np.uint8)
+    assert conform_images(one, size=28, channels=1).shape == (1, 28, 28, 1)
+    assert conform_images(np.zeros((28, 28, 3)), size=28, channels=1).shape == (1, 28, 28, 1)
+    assert conform_images(np.zeros((5, 28, 28)), size=28, channels=3).shape == (5, 28, 28, 3)
+    assert conform_images([np.zeros((10, 10)), np.zeros((30, 30))], size=28, channels=1).shape == (2, 28, 28, 1)
+    with pytest.raises(DimensionMismatch, match="channels"):
+        conform_images(np.zeros((2, 28, 28, 7)), size=28, channels=1)
+    with pytest.raises(DimensionMismatch):
+        conform_images(np.zeros(5), size=28, channels=1)
+    with pytest.raises(InvalidInput, match="NaN"):
+        to_uint8(np.array([np.nan]))
+
+
+# ------------------------------------------------------------------ PNG output
+
+
+def test_encode_png_roundtrip_gray_and_rgb():
+    rng = np.random.default_rng(1)
+    for shape in ((7, 5), (6, 9, 3)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        info, pixels = parse_png(encode_png(img))
+        assert (info["height"], info["width"]) == shape[:2]
+        np.testing.assert_array_equal(pixels.reshape(shape), img)
+
+
+def test_grid_png_parses(tmp_path: Path):
+    tiles = [np.full((28, 28, 1), 40 * i, np.uint8) for i in range(6)]
+    captions = ["query"] + [f"#{i} d=0.{i}3 L={i}" for i in range(1, 6)]
+    out = write_grid_png(tmp_path / "grid.png", tiles, captions, title="mnist k=5")
+    info, pixels = parse_png(out.read_bytes())
+    assert info["channels"] == 3 and info["width"] > 6 * 28 * 4 and info["height"] > 28 * 4
+    assert pixels[0, 0].tolist() == [255, 255, 255]  # white background
+    assert (pixels == 0).all(axis=-1).any()  # black ink (captions, dark tile)
+    with pytest.raises(InvalidInput):
+        write_grid_png(tmp_path / "x.png", tiles, captions[:2])
+
+
+@pytest.mark.slow
+def test_tensorflow_import_is_quiet(tmp_path: Path):
+    import subprocess
+
+    (tmp_path / "a.png").write_bytes(encode_png(digit_like(0)))
+    code = (
+        "import sys; from latentsearch._images import read_image_file; "
+        f"print(read_image_file({str(tmp_path / 'a.png')!r}).shape)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "(28, 28, 1)"
+    assert out.stderr == ""
+
+
+def test_truncated_headers_are_skipped_not_crashing(tmp_path: Path):
+    (tmp_path / "t").mkdir()
+    good = encode_png(digit_like(2))
+    (tmp_path / "t" / "short.png").write_bytes(good[:20])
+    (tmp_path / "t" / "short.gif").write_bytes(b"GIF89a\x01")
+    (tmp_path / "t" / "short.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00")
+    (tmp_path / "t" / "short.bmp").write_bytes(b"BM\x00")
+    (tmp_path / "t" / "ok.png").write_bytes(good)
+    s = load_image_source(tmp_path / "t")
+    assert len(s) == 1 and len(s.skipped) == 4
+
+
+def test_jpeg_and_gif_and_bmp_headers(tmp_path: Path):
+    import tensorflow as tf
+
+    from latentsearch._images import image_header_size
+
+    img = np.zeros((30, 50, 3), np.uint8)
+    (tmp_path / "a.jpg").write_bytes(tf.io.encode_jpeg(img).numpy())
+    assert image_header_size(tmp_path / "a.jpg") == ("jpeg", 50, 30)
+    (tmp_path / "a.gif").write_bytes(b"GIF89a" + struct.pack("<HH", 20_000, 7) + b"\0" * 20)
+    assert image_header_size(tmp_path / "a.gif") == ("gif", 20_000, 7)
+    with pytest.raises(InvalidInput, match="20000x7"):
+        read_image_file(tmp_path / "a.gif")
+    bmp = b"BM" + b"\0" * 12 + struct.pack("<Iii", 40, 12_000, -12_000) + b"\0" * 10
+    (tmp_path / "a.bmp").write_bytes(bmp)
+    with pytest.raises(InvalidInput, match="12000x12000"):
+        read_image_file(tmp_path / "a.bmp")
+
+
+def test_real_bmp_decodes(tmp_path: Path):
+    h, w = 9, 6
+    img = np.zeros((h, w, 3), np.uint8)
+    img[2:7, 2:4] = 255
+    row_bytes = (w * 3 + 3) // 4 * 4
+    rows = b"".join(
+        img[r, :, ::-1].tobytes() + b"\0" * (row_bytes - w * 3) for r in range(h - 1, -1, -1)
+    )
+    header = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, len(rows), 2835, 2835, 0, 0)
+    data = b"BM" + struct.pack("<IHHI", 14 + 40 + len(rows), 0, 0, 54) + header + rows
+    (tmp_path / "d.bmp").write_bytes(data)
+    out = read_image_file(tmp_path / "d.bmp", size=9, color="gray")
+    assert out.shape == (9, 9, 1) and out.max() > 200 and out[0, 0, 0] == 0
