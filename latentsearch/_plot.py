@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._evaluate import CURVE_K
-from ._images import _GW, _draw_text, _text_width, encode_png
+from ._images import _draw_text, _text_width, encode_png
 
 # Tableau-10 palette, then grey for the rest.
 PALETTE = np.array([
@@ -98,7 +98,7 @@ def write_report_png(path: str | os.PathLike, report, vectors: np.ndarray,
             cy = cy1 - int(round(chance * (side - 20)))
             for dx in range(cx0 + 1, cx0 + chart_w, 10):
                 canvas[cy: cy + 2, dx: dx + 5] = PALETTE[3]
-            _draw_text(canvas, "chance", cx0 + chart_w - 6 * (_GW + 1) - 4, cy - 12, 1, PALETTE[3])
+            _draw_text(canvas, "chance", cx0 + 6, cy - 12, 1, PALETTE[3])
         _draw_text(canvas, f"same-label share of the {CURVE_K} nearest of each query, by distance band",
                    cx0, y0 - LINE + 2, 1)
         _draw_text(canvas, "distance up to, nearest band first", cx0 + 10, cy1 + 20, FONT, (90, 90, 90))

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Tests never write into the repository: no .hypothesis example database.
+settings.register_profile("latentsearch", database=None)
+settings.load_profile("latentsearch")
 
 
 def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 0, spread: float = 0.35):

@@ -112,6 +112,22 @@ def test_cli_image_query_grid_and_json(built, digits, tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_add_an_image_source_with_the_stored_encoder(built, digits, tmp_path):
+    import shutil
+
+    root, col = built
+    base, data = digits
+    copy = tmp_path / "indexes"
+    shutil.copytree(col.path, copy / "d")
+    r = CliRunner().invoke(main, ["add", "d", str(base / "folder"), "--root", str(copy)])
+    assert r.exit_code == 0, r.output
+    assert "added 30 items" in r.output and "ids 300..329" in r.output
+    c = ls.open("d", copy)
+    assert c.get([300])[0].label == data.labels[0] and c.get([300])[0].source.endswith("0.png")
+    assert c.search(data.images[10], k=2)[1].id in (10, 301)
+
+
+@pytest.mark.slow
 def test_evaluate_image_collection_has_raw_and_pca_baselines(built):
     _, col = built
     report = ls.evaluate(col, k=5, sample=100)
