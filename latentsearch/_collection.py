@@ -473,6 +473,39 @@ class Collection:
         self._load()
 
 
+BATCH = 100_000
+
+
+def _write_vectors(path: Path, vectors, dim: int, metric: str, quiet: bool) -> np.ndarray:
+    """Check, normalise (cosine) and write ``vectors`` to ``path`` batch by batch.
+
+    Returns the written file memory-mapped: the index is built from it.
+    """
+    n = len(vectors)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    for start in range(0, n, BATCH):
+        try:
+            batch = as_vectors(vectors[start : start + BATCH], dim)
+        except InvalidInput as exc:
+            raise type(exc)(_shift_row(str(exc), start)) from None
+        if metric == "cosine":
+            try:
+                batch = _index.normalise(batch)
+            except InvalidInput as exc:
+                raise InvalidInput(_shift_row(str(exc), start)) from None
+        out[start : start + len(batch)] = batch
+        if n > BATCH:
+            _progress(f"vectors {min(start + BATCH, n):,}/{n:,} checked and written", quiet)
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _shift_row(message: str, offset: int) -> str:
+    """Row numbers in a batch's error message, made global."""
+    return re.sub(r"row (\d+)", lambda m: f"row {int(m.group(1)) + offset}", message)
+
+
 def _record_row(item_id: int, record: Record) -> tuple:
     label, source, text, extra = record
     return (int(item_id), label, source, text, json.dumps(extra) if extra else None)
@@ -511,16 +544,22 @@ def create(
 ) -> Collection:
     """Write a new collection from encoded vectors, their records and the encoder.
 
+    ``vectors`` may be a memory-mapped array: it is checked, normalised and written in
+    batches of ``BATCH`` rows, and the index is built from the written file, so memory
+    grows with the batch and the index, not with a second copy of the corpus.
     ``images`` (uint8 (n, H, W, C)), for image collections, are kept as images.npy.
     """
     _store.check_name(name)
     if metric not in _index.METRICS:
         raise InvalidInput(f"unknown metric {metric!r}; use one of: {', '.join(_index.METRICS)}")
-    vectors = as_vectors(vectors, encoder.dim) if len(vectors) else np.zeros((0, encoder.dim), np.float32)
+    if not hasattr(vectors, "shape"):
+        vectors = as_vectors(vectors, encoder.dim) if len(vectors) else np.zeros((0, encoder.dim))
+    if vectors.ndim != 2 or (len(vectors) and vectors.shape[1] != encoder.dim):
+        raise DimensionMismatch(f"vectors must be (n, {encoder.dim}), got shape {vectors.shape}")
     if len(records) != len(vectors):
         raise InvalidInput(f"got {len(records)} records for {len(vectors)} vectors")
-    if metric == "cosine" and len(vectors):
-        vectors = _index.normalise(vectors)
+    if images is not None and len(images) != len(vectors):
+        raise InvalidInput(f"got {len(images)} images for {len(vectors)} vectors")
     root_path = _store.resolve_root(root)
     target = root_path / name
     if target.exists() and not overwrite:
@@ -529,25 +568,24 @@ def create(
         )
     root_path.mkdir(parents=True, exist_ok=True)
     _store.clear_stale_builds(root_path, name)
-    ids = np.arange(len(vectors), dtype=np.int64)
-    plan = _index.plan(index, len(vectors), encoder.dim)
-    t0 = time.perf_counter()
-    built, params = _build_and_tune(plan, vectors, ids, metric)
-    _progress(
-        f"index {plan.factory} over {len(vectors)} vectors in {time.perf_counter() - t0:.1f}s"
-        + (f", tuned {params}" if params else ""),
-        quiet,
-    )
+    n, dim = len(vectors), encoder.dim
+    ids = np.arange(n, dtype=np.int64)
+    plan = _index.plan(index, n, dim)
     staging = _store.Staging(root_path, name)
     try:
         names = {"vectors": "vectors.npy", "ids": "ids.npy", "index": "index.faiss",
                  "records": "records.sqlite"}
+        stored = _write_vectors(staging.path(names["vectors"]), vectors, dim, metric, quiet)
+        t0 = time.perf_counter()
+        built, params = _build_and_tune(plan, stored, ids, metric)
+        _progress(
+            f"index {plan.factory} over {n} vectors in {time.perf_counter() - t0:.1f}s"
+            + (f", tuned {params}" if params else ""),
+            quiet,
+        )
         if images is not None:
-            if len(images) != len(vectors):
-                raise InvalidInput(f"got {len(images)} images for {len(vectors)} vectors")
             names["images"] = "images.npy"
             staging.save_array(names["images"], images)
-        staging.save_array(names["vectors"], vectors)
         staging.save_array(names["ids"], ids)
         _write_index(built, staging.path(names["index"]))
         staging.write_records(names["records"], [_record_row(i, r) for i, r in zip(ids, records)])
@@ -565,8 +603,8 @@ def create(
             "dim": encoder.dim,
             "metric": metric,
             "index": {"spec": plan.spec, "factory": plan.factory, "params": params},
-            "count": len(vectors),
-            "next_id": len(vectors),
+            "count": n,
+            "next_id": n,
             "generation": 1,
             "created": stamp,
             "updated": stamp,
@@ -594,18 +632,21 @@ def build_vectors(
 ) -> Collection:
     """Build a collection from vectors made elsewhere (an array (n, dim) or a .npy path)."""
     if isinstance(vectors, (str, os.PathLike)):
-        vectors = load_npy(Path(vectors))
-    arr = as_vectors(vectors)
-    n = len(arr)
+        vectors = load_npy(Path(vectors), mmap=True)  # read batch by batch, not all at once
+    if not (isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.shape[1] > 0
+            and vectors.dtype.kind in "fiu"):
+        vectors = as_vectors(vectors)
+    n = len(vectors)
     records = [(lab, None, None, None) for lab in _labels_as_text(labels, n)]
-    return create(name, encoder=VectorEncoder(arr.shape[1]), vectors=arr, records=records,
-                  root=root, index=index, metric=metric, overwrite=overwrite, quiet=quiet)
+    return create(name, encoder=VectorEncoder(vectors.shape[1]), vectors=vectors,
+                  records=records, root=root, index=index, metric=metric,
+                  overwrite=overwrite, quiet=quiet)
 
 
-def load_npy(path: Path) -> np.ndarray:
-    """A user's .npy file, refusing pickled objects."""
+def load_npy(path: Path, *, mmap: bool = False) -> np.ndarray:
+    """A user's .npy file, refusing pickled objects (memory-mapped if ``mmap``)."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except FileNotFoundError:
         raise InvalidInput(f"no such file: {path}") from None
     except (ValueError, OSError) as exc:

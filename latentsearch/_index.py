@@ -291,7 +291,8 @@ def _rerank(queries, cand, k, vectors_of, metric):
 
 
 def exact_search(
-    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, metric: str
+    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, metric: str,
+    chunk: int = 262_144,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force search over stored vectors: the reference that recall is measured against."""
     faiss = _faiss()
@@ -301,12 +302,17 @@ def exact_search(
     if k_eff == 0:
         return D, I
     fm = faiss_metric(metric)
-    d, rows = faiss.knn(
-        np.ascontiguousarray(queries, dtype=np.float32),
-        np.ascontiguousarray(vectors, dtype=np.float32),
-        k_eff,
-        metric=fm,
-    )
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    parts_d, parts_i = [], []
+    for start in range(0, len(vectors), chunk):  # bounded memory over memory-mapped vectors
+        block = np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32)
+        d, rows = faiss.knn(queries, block, min(k_eff, len(block)), metric=fm)
+        parts_d.append(d)
+        parts_i.append(rows + start)
+    d, rows = np.concatenate(parts_d, axis=1), np.concatenate(parts_i, axis=1)
+    if len(parts_d) > 1:
+        order = np.argsort(d if metric == "l2" else -d, axis=1, kind="stable")[:, :k_eff]
+        d, rows = np.take_along_axis(d, order, 1), np.take_along_axis(rows, order, 1)
     D[:, :k_eff] = d
     I[:, :k_eff] = np.asarray(ids)[rows]
     return D, I

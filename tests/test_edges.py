@@ -243,3 +243,34 @@ def test_failed_add_does_not_leak_into_the_open_collection(root, monkeypatch):
             col.add(x[:5] + 100)
     assert len(col) == 100
     assert all(h.id < 100 for h in col.search(x[0] + 100, k=3))
+
+
+def test_exact_search_in_chunks_equals_one_pass():
+    from latentsearch import _index
+
+    x, _ = clustered(3000, dim=8)
+    ids = np.arange(3000) * 3
+    q = x[:25] + 0.01
+    for metric in ("l2", "cosine"):
+        base = _index.normalise(x) if metric == "cosine" else x
+        whole = _index.exact_search(base, ids, q, 10, metric)
+        chunked = _index.exact_search(base, ids, q, 10, metric, chunk=701)
+        np.testing.assert_array_equal(whole[1], chunked[1])
+        np.testing.assert_allclose(whole[0], chunked[0], rtol=1e-6)
+
+
+def test_build_from_a_memory_mapped_file_in_batches(root, tmp_path, monkeypatch):
+    from latentsearch import _collection
+
+    monkeypatch.setattr(_collection, "BATCH", 128)
+    x, labels = clustered(1000, dim=8)
+    x[700, 3] = np.nan
+    np.save(tmp_path / "v.npy", x)
+    with pytest.raises(ls.InvalidInput, match="row 700"):
+        ls.build_vectors(str(tmp_path / "v.npy"), name="mm")
+    assert not root.exists() or not any(root.iterdir())
+    x[700, 3] = 0.0
+    np.save(tmp_path / "v.npy", x.astype(np.float64))
+    col = ls.build_vectors(str(tmp_path / "v.npy"), labels, name="mm", metric="cosine")
+    np.testing.assert_allclose(col.vectors([5])[0], x[5] / np.linalg.norm(x[5]), rtol=1e-6)
+    assert col.search(x[900], k=1)[0].id == 900

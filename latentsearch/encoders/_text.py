@@ -88,6 +88,20 @@ INIT_STDDEV = 0.1
 #: Unicode punctuation (P*) and symbols (S*) become spaces (RE2 syntax)
 _PUNCT = r"[\pP\pS]+"
 _PREVIEW = 60
+#: experiment knobs (benchmark use)
+_EXP: dict[str, Any] = {
+    "ngrams": (3, 4, 5),
+    "ngram_alpha": 1.0,
+    "ngram_min_words": 2,
+    "ngram_init": 0.1,
+    "rp_frac": 0.0,
+    "rp_scale": 1.0,
+    "wd": 0.0,
+    "p_contig": 0.5,
+    "n_pairs": 1,
+    "df0": 0,
+    "df_pow": 1.0,
+}
 
 
 def _standardize(x):
@@ -258,6 +272,46 @@ def _check_texts(texts: Any, what: str) -> list[str]:
     return texts
 
 
+def _subwords(words, pairs, vocab_size, weights, n_docs):
+    """Sparse (vocab, n-grams) composition matrix, or None when n-grams are off."""
+    ns = _EXP["ngrams"]
+    if not ns:
+        return None
+    index: dict[str, int] = {}
+    wr, gc = [], []
+    for wi, w in enumerate(words):
+        b = "<" + w + ">"
+        grams = {b[i : i + n] for n in ns for i in range(len(b) - n + 1)} - {b}
+        for g in grams:
+            wr.append(wi + 2)
+            gc.append(index.setdefault(g, len(index)))
+    if not wr:
+        return None
+    wr, gc = np.asarray(wr, np.int64), np.asarray(gc, np.int64)
+    nwords = np.bincount(gc, minlength=len(index))
+    keep = nwords[gc] >= _EXP["ngram_min_words"]
+    wr, gc = wr[keep], gc[keep]
+    if wr.size == 0:
+        return None
+    _, gc = np.unique(gc, return_inverse=True)
+    n_grams = int(gc.max()) + 1
+    # document frequency of each n-gram: documents holding any word that holds it
+    dw_doc, dw_word = pairs // vocab_size, pairs % vocab_size
+    order = np.argsort(wr, kind="stable")
+    wr, gc = wr[order], gc[order]
+    starts = np.searchsorted(wr, np.arange(vocab_size + 1))
+    cnt = starts[dw_word + 1] - starts[dw_word]
+    rep_doc = np.repeat(dw_doc, cnt)
+    rep_g = np.concatenate([gc[starts[w] : starts[w + 1]] for w in dw_word]) if cnt.sum() else gc[:0]
+    dg = np.unique(rep_doc * n_grams + rep_g)
+    df = np.bincount(dg % n_grams, minlength=n_grams).astype(np.float64)
+    idf_g = np.log((1.0 + n_docs) / (1.0 + df)) + 1.0
+    val = idf_g[gc]
+    tot = np.bincount(wr, weights=val, minlength=vocab_size)
+    val = _EXP["ngram_alpha"] * val / tot[wr]
+    return np.stack([wr, gc], 1), val, n_grams
+
+
 class _Progress:
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -372,9 +426,11 @@ class TextEncoder(Encoder):
         epochs = int(epochs)
         final_loss = None
         steps = 0
+        sub = _subwords(words, pairs, vocab_size, weights, n_docs)
         if train and n_docs >= 2:
             final_loss, steps = cls._train(
-                docs, weights, sublinear_tf, emb_layer.embeddings, epochs, rng, say, tf, keras
+                docs, weights, sublinear_tf, emb_layer.embeddings, epochs, rng, say, tf, keras,
+                sub,
             )
         elif train:
             say("text encoder: one text only, nothing to contrast; embeddings left random")
@@ -405,7 +461,7 @@ class TextEncoder(Encoder):
         return cls(_vectorizer(words), core, words, cfg)
 
     @staticmethod
-    def _train(docs, weights, sublinear_tf, embeddings, epochs, rng, say, tf, keras):
+    def _train(docs, weights, sublinear_tf, embeddings, epochs, rng, say, tf, keras, sub=None):
         """Contrastive two-view training of ``embeddings`` (a Keras variable), in place."""
         n = len(docs)
         vocab_size = len(weights)
@@ -433,7 +489,7 @@ class TextEncoder(Encoder):
         def views(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if t.size < 2:
                 return t, t
-            if rng.random() < 0.5:  # contiguous split
+            if rng.random() < _EXP["p_contig"]:  # contiguous split
                 cut = min(max(int(rng.uniform(0.3, 0.7) * t.size), 1), t.size - 1)
                 return t[:cut], t[cut:]
             pick = rng.random(t.size) < 0.5  # random halves of the tokens
@@ -441,22 +497,71 @@ class TextEncoder(Encoder):
 
         opt = keras.optimizers.Adam(LEARNING_RATE)
         var = embeddings
+        tvars = [var]
+        if sub is not None:
+            a_idx, a_val, n_grams = sub
+            amat = tf.sparse.reorder(
+                tf.SparseTensor(a_idx, a_val.astype(np.float32), (vocab_size, n_grams))
+            )
+            gvar = keras.Variable(
+                rng.normal(0, 1, (n_grams, var.shape[1])).astype(np.float32) * _EXP["ngram_init"],
+                name="ngram_embeddings",
+            )
+            tvars.append(gvar)
+
+        dim_ = int(var.shape[1])
+        n_fixed = int(round(_EXP["rp_frac"] * dim_))
+        colmask = np.ones(dim_, np.float32)
+        if n_fixed:
+            colmask[dim_ - n_fixed :] = 0.0
+            scale = np.ones(dim_, np.float32)
+            scale[dim_ - n_fixed :] = _EXP["rp_scale"]
+            for v in tvars:
+                v.assign(v.value * scale)
+        colmask = tf.constant(colmask)
+        init = [tf.constant(v.value) for v in tvars]
+
+        rowscale = None
+        if _EXP["df0"]:
+            wts = np.maximum(np.asarray(weights, np.float64), 1.0)
+            dfw = (1.0 + n) / np.exp(wts - 1.0) - 1.0
+            rs = np.minimum(1.0, np.maximum(dfw, 1.0) / _EXP["df0"]) ** _EXP["df_pow"]
+            rowscale = tf.constant(rs.astype(np.float32)[:, None])
+
+        def table():
+            if sub is None:
+                return var.value
+            return var.value + tf.sparse.sparse_dense_matmul(amat, gvar.value)
 
         @tf.function(reduce_retracing=True)
-        def step(a, b):
+        def step(bags):
             with tf.GradientTape() as tape:
-                va = tf.math.l2_normalize(tf.sparse.sparse_dense_matmul(a, var.value), -1)
-                vb = tf.math.l2_normalize(tf.sparse.sparse_dense_matmul(b, var.value), -1)
-                logits = tf.matmul(va, vb, transpose_b=True) / TEMPERATURE
-                y = tf.range(tf.shape(logits)[0])
-                loss = 0.5 * (
-                    tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-                    + tf.reduce_mean(
-                        tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.transpose(logits))
+                w = table()
+                vs = [tf.math.l2_normalize(tf.sparse.sparse_dense_matmul(a, w), -1) for a in bags]
+                terms = []
+                for i in range(len(vs)):
+                    for j in range(i + 1, len(vs)):
+                        logits = tf.matmul(vs[i], vs[j], transpose_b=True) / TEMPERATURE
+                        y = tf.range(tf.shape(logits)[0])
+                        terms.append(0.5 * (
+                            tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+                            + tf.reduce_mean(
+                                tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.transpose(logits))
+                            )
+                        ))
+                loss = tf.add_n(terms) / len(terms)
+                if _EXP["wd"]:
+                    loss_r = loss + _EXP["wd"] * tf.add_n(
+                        [tf.reduce_sum(tf.square(v.value - i)) for v, i in zip(tvars, init)]
                     )
-                )
-            grads = tape.gradient(loss, [var.value])
-            opt.apply_gradients(zip(grads, [var]))
+                else:
+                    loss_r = loss
+            grads = tape.gradient(loss_r, [v.value for v in tvars])
+            grads = [g * colmask for g in grads]
+            before = var.value + 0.0
+            opt.apply_gradients(zip(grads, tvars))
+            if rowscale is not None:
+                var.assign(before + rowscale * (var.value - before))
             return loss
 
         loss = float("nan")
@@ -469,11 +574,16 @@ class TextEncoder(Encoder):
                 idx = perm[start : start + batch]
                 if idx.size < 2:
                     continue
-                pairs = [views(docs[i]) for i in idx]
-                losses.append(float(step(bag([p[0] for p in pairs]), bag([p[1] for p in pairs]))))
+                bags = []
+                for _ in range(_EXP["n_pairs"]):
+                    pairs = [views(docs[i]) for i in idx]
+                    bags += [bag([p[0] for p in pairs]), bag([p[1] for p in pairs])]
+                losses.append(float(step(bags)))
                 steps += 1
             loss = float(np.mean(losses)) if losses else float("nan")
             say(f"text encoder: epoch {epoch}/{epochs} loss {loss:.4f} ({time.perf_counter() - t0:.2f} s)")
+        if sub is not None:
+            var.assign(table())  # bake the subword part into the word table
         return loss, steps
 
     # ------------------------------------------------------------------ encoding
