@@ -22,19 +22,8 @@ __version__ = "0.1.0"
 
 from ._collection import Collection, build_vectors, list_collections  # noqa: E402
 from ._collection import open_collection as open  # noqa: E402,A001
-from ._errors import (  # noqa: E402
-    CollectionExists,
-    CollectionLocked,
-    CollectionNotFound,
-    CorruptCollection,
-    DimensionMismatch,
-    EncoderError,
-    IndexSpecError,
-    InvalidInput,
-    LatentSearchError,
-    UnknownId,
-    UnsupportedFormat,
-)
+from . import _errors  # noqa: E402
+from ._errors import *  # noqa: E402,F403  (the exception tree; see _errors' docstring)
 from ._evaluate import Report, evaluate  # noqa: E402
 from ._hit import Hit  # noqa: E402
 from ._sources import build_images, build_text  # noqa: E402
@@ -50,15 +39,5 @@ __all__ = [
     "list_collections",
     "evaluate",
     "Report",
-    "LatentSearchError",
-    "CollectionNotFound",
-    "CollectionExists",
-    "CorruptCollection",
-    "UnsupportedFormat",
-    "CollectionLocked",
-    "InvalidInput",
-    "DimensionMismatch",
-    "IndexSpecError",
-    "UnknownId",
-    "EncoderError",
+    *_errors.__all__,
 ]

@@ -39,6 +39,20 @@ def _existing(name: str, root: Path, rebuild: bool) -> Collection | None:
         return None
 
 
+def _ensure(build, name: str, step: str, what: str, root: Path, rebuild: bool,
+            epochs: int | None, echo) -> Collection:
+    """The built-in sample ``name``, built unless it exists (or ``rebuild``)."""
+    col = _existing(name, root, rebuild)
+    if col is not None:
+        echo(f"{step} {name} exists (use --rebuild to train again)\n")
+        return col
+    echo(f"{step} building {name}: {what} (progress on stderr)")
+    t0 = time.perf_counter()
+    col = build(name, name=name, root=root, epochs=epochs, overwrite=True)
+    echo(f"      built in {time.perf_counter() - t0:.0f}s\n")
+    return col
+
+
 def run_demo(root=None, rebuild: bool = False, epochs: int | None = None,
              echo: Callable[[str], None] = print) -> dict[str, Path]:
     """Run the demo; returns the paths of the two pictures it wrote."""
@@ -49,22 +63,12 @@ def run_demo(root=None, rebuild: bool = False, epochs: int | None = None,
     t_start = time.perf_counter()
 
     echo(f"latentsearch demo: collections under {root_path}\n")
-    mnist = _existing("mnist", root_path, rebuild)
-    if mnist is None:
-        echo("[1/4] building mnist: 5,000 digits -> conv autoencoder -> 32-d latents (progress on stderr)")
-        t0 = time.perf_counter()
-        mnist = build_images("mnist", name="mnist", root=root_path, epochs=epochs, overwrite=True)
-        echo(f"      built in {time.perf_counter() - t0:.0f}s\n")
-    else:
-        echo("[1/4] mnist exists (use --rebuild to train again)\n")
-    news = _existing("news", root_path, rebuild)
-    if news is None:
-        echo("[2/4] building news: 300 articles -> trained word embeddings -> pooled vectors")
-        t0 = time.perf_counter()
-        news = build_text("news", name="news", root=root_path, epochs=epochs, overwrite=True)
-        echo(f"      built in {time.perf_counter() - t0:.0f}s\n")
-    else:
-        echo("[2/4] news exists (use --rebuild to train again)\n")
+    mnist = _ensure(build_images, "mnist", "[1/4]",
+                    "5,000 digits -> conv autoencoder -> 32-d latents", root_path, rebuild,
+                    epochs, echo)
+    news = _ensure(build_text, "news", "[2/4]",
+                   "300 articles -> trained word embeddings -> pooled vectors", root_path,
+                   rebuild, epochs, echo)
 
     echo("[3/4] queries: the nearest items should be the same digit / the same story")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ def get(name: str) -> type[Encoder]:
         ) from None
     module_name, _, cls_name = target.partition(":")
     if name != "vectors":  # every other encoder needs TensorFlow: import it without chatter
-        from .._images import import_tensorflow
+        from .._tf import import_tensorflow
 
         import_tensorflow()
     return getattr(importlib.import_module(module_name), cls_name)

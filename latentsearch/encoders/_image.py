@@ -36,7 +36,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._errors import DimensionMismatch, EncoderError, InvalidInput
-from .._images import conform_images, import_keras, import_tensorflow
+from .._images import conform_images
+from .._tf import import_keras, import_tensorflow
 from ._base import Encoder
 
 __all__ = ["DenseAutoencoder", "ConvAutoencoder"]
