@@ -167,13 +167,13 @@ class Collection:
         return np.array(self._ids)
 
     def _rows(self, ids: Iterable[int]) -> np.ndarray:
-        wanted = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+        """Row positions of ``ids`` (ids are kept ascending); UnknownId for any not held."""
+        wanted = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
         wanted = wanted.reshape(-1)
-        rows = np.searchsorted(self._ids, wanted)
-        rows = np.minimum(rows, max(len(self._ids) - 1, 0))
-        bad = (len(self._ids) == 0) | (self._ids[rows] != wanted) if len(self._ids) else np.ones(len(wanted), bool)
-        if np.any(bad):
-            missing = int(wanted[np.flatnonzero(bad)[0]])
+        rows = np.minimum(np.searchsorted(self._ids, wanted), max(len(self._ids) - 1, 0))
+        held = self._ids[rows] == wanted if len(self._ids) else np.zeros(len(wanted), bool)
+        if not held.all():
+            missing = int(wanted[np.flatnonzero(~held)[0]])
             raise UnknownId(f"collection {self.name} has no item with id {missing}")
         return rows
 
@@ -242,19 +242,17 @@ class Collection:
             arr = np.asarray(queries)
             if arr.dtype == object:
                 raise InvalidInput("queries must be vectors, images or strings")
-            as_vector = (arr.ndim == 1 and not batch) or (arr.ndim == 2 and batch)
+            # One query is a 1-D vector (or a (1, dim) row); a batch is (n, dim).
+            # Image collections hand anything else to the encoder as images.
+            as_vector = arr.ndim == (2 if batch else 1) or (not batch and arr.shape[:1] == (1,)
+                                                           and arr.ndim == 2)
             if self.modality == "image" and not (as_vector and arr.shape[-1] == self.dim):
                 vecs = self._encode_queries(arr if batch else arr[None], "image")
-            elif self.modality == "text" and not as_vector:
-                raise DimensionMismatch(
-                    f"a vector query must have shape ({self.dim},), got {arr.shape}"
-                )
+            elif not as_vector:
+                shape = "(n, dim)" if batch else f"({self.dim},)"
+                raise DimensionMismatch(f"a vector query must have shape {shape}, got {arr.shape}")
             else:
-                if not as_vector and not (arr.ndim == 2 and arr.shape[0] == 1 and not batch):
-                    raise DimensionMismatch(
-                        f"a vector query must have shape ({self.dim},), got {arr.shape}"
-                    )
-                vecs = as_vectors(arr, self.dim)
+                vecs = arr
         vecs = as_vectors(vecs, self.dim)
         return _index.normalise(vecs) if self.metric == "cosine" else vecs
 
