@@ -104,12 +104,13 @@ def test_contract(spec, metric, data, root):
     assert more.tolist() == [N + len(extra), N + len(extra) + 1]
 
 
-def test_auto_picks_flat_for_small_and_hnsw_above_10k(root):
+def test_auto_picks_flat_for_small_and_ivf_above_10k(root):
     small, _ = clustered(2_000)
     assert ls.build_vectors(small, name="s").info["index"]["factory"] == "Flat"
     big, _ = clustered(10_500)
     info = ls.build_vectors(big, name="b").info["index"]
-    assert info["factory"] == "HNSW32" and info["params"]["tuned_recall"] >= 0.95
+    assert info["factory"].startswith("IVF") and info["factory"].endswith(",Flat")
+    assert info["params"]["tuned_recall"] >= 0.95
 
 
 def test_auto_goes_ivfpq_beyond_memory_budget(root, monkeypatch):

@@ -274,3 +274,22 @@ def test_build_from_a_memory_mapped_file_in_batches(root, tmp_path, monkeypatch)
     col = ls.build_vectors(str(tmp_path / "v.npy"), labels, name="mm", metric="cosine")
     np.testing.assert_allclose(col.vectors([5])[0], x[5] / np.linalg.norm(x[5]), rtol=1e-6)
     assert col.search(x[900], k=1)[0].id == 900
+
+
+def test_rerank_equals_exact_search_where_recall_is_one():
+    """Re-ranked candidates give exactly the exact answer when the candidates hold it."""
+    from latentsearch import _index
+
+    x, _ = clustered(2000, dim=8)
+    ids = np.arange(2000) * 5
+    q = x[:30] + 0.02
+    for metric in ("l2", "cosine"):
+        base = _index.normalise(x) if metric == "cosine" else x
+        qq = _index.normalise(q) if metric == "cosine" else q
+        d_exact, i_exact = _index.exact_search(base, ids, qq, 10, metric)
+        _, cand = _index.exact_search(base, ids, qq, 40, metric)  # holds the true 10
+        cand = cand[:, ::-1].copy()  # in the worst order
+        cand[:, :3] = -1  # and with gaps
+        d, i = _index._rerank(qq, cand, 10, lambda w: base[np.searchsorted(ids, w)], metric)
+        np.testing.assert_array_equal(i, i_exact)
+        np.testing.assert_allclose(d, d_exact, rtol=1e-4, atol=1e-5)
