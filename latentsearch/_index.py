@@ -42,7 +42,8 @@ __all__ = ["METRICS", "SPECS", "IndexPlan", "plan", "build", "apply", "tune", "s
 
 METRICS = ("l2", "cosine")
 SPECS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
-TARGET_RECALL = 0.95  # asked of every index; tuning aims a little higher
+# Every index must give recall@10 >= 0.95; tuning aims at 0.97 on its own sample, since
+# recall on new queries came out up to ~0.015 lower than on the tuning sample.
 TUNE_TARGET = 0.97
 AUTO_FLAT_BELOW = 10_000
 DEFAULT_BUDGET = 4 << 30
