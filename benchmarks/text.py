@@ -11,8 +11,9 @@ by cosine similarity. The first halves are the queries; a query scores a hit at 
 own article's second half is among the k nearest (an identical duplicate article counts as
 its own: the sample has 7 exact duplicates). Variants, all in one run:
 
-- ``trained, idf pooling``: the default encoder (contrastive training, idf x sublinear-tf
-  weighted mean of the word embeddings);
+- ``trained, idf pooling``: the default encoder (contrastive training, word vectors composed
+  with character n-gram vectors, idf x sublinear-tf weighted mean of the word vectors);
+- ``trained, no subwords``: the same without the character n-grams;
 - ``trained, plain mean``: the same training with an unweighted mean over the tokens;
 - ``untrained (random)``: the default model with its random initial embeddings;
 - ``TF-IDF cosine``: numpy, words = ``\\w+`` lower-cased, sublinear tf, smooth idf fitted on
@@ -115,14 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     variants = [
         ("trained, idf pooling (default)", dict()),
+        ("trained, no subwords", dict(subwords=False)),
         ("trained, plain mean", dict(weighting="mean", sublinear_tf=False)),
         ("untrained (random), idf pooling", dict(train=False)),
-        ("untrained (random), plain mean", dict(train=False, weighting="mean", sublinear_tf=False)),
+        ("untrained (random), plain mean",
+         dict(train=False, weighting="mean", sublinear_tf=False)),
     ]
     default = None
     for name, kw in variants:
         t0 = time.perf_counter()
-        enc = TextEncoder.fit(docs, dim=args.dim, epochs=args.epochs, seed=args.seed, quiet=True, **kw)
+        enc = TextEncoder.fit(
+            docs, dim=args.dim, epochs=args.epochs, seed=args.seed, quiet=True, **kw
+        )
         secs = time.perf_counter() - t0
         dv, qv = enc.encode(docs), enc.encode(queries)
         r = recall(qv @ dv.T, docs)
@@ -147,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
 
     model = default.keras_model
     print("\nencoding throughput (best of 7, interleaved):")
-    for label, batch in [("300 queries (first halves)", queries), ("1 short query", ["bushfires near Sydney"])]:
+    batches = [
+        ("300 queries (first halves)", queries),
+        ("1 short query", ["bushfires near Sydney"]),
+    ]
+    for label, batch in batches:
         x = tf.constant(batch, dtype=tf.string)[:, None]
         t_bare, t_enc = best_times(
             [lambda: model(x, training=False), lambda: default.encode(batch)]
