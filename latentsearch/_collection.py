@@ -94,6 +94,7 @@ class Collection:
             index = faiss.read_index(str(index_path))
         except RuntimeError as exc:
             raise CorruptCollection(f"{index_path} is not a readable FAISS index: {exc}") from None
+        _index.drop_precomputed_tables(index)
         if index.ntotal != n or index.d != dim:
             raise CorruptCollection(f"{index_path} holds {index.ntotal} vectors, manifest says {n}")
         images = None
