@@ -5,14 +5,16 @@
   package), ``mnist-full`` (``keras.datasets.mnist``, needs the internet), a folder of
   .png/.jpg/.jpeg/.bmp/.gif files (labels = names of the immediate subfolders), or a
   .npy/.npz array of shape (N, H, W[, C]).
-* :func:`read_image_file` reads one image for ``query --image``.
+* :func:`read_image_file` reads one image for ``query --image``; 8-bit non-interlaced PNGs
+  are decoded with zlib + numpy (:func:`decode_png`), anything else by TensorFlow.
 * :func:`conform_images` brings arrays of any size / channel count / value range to the
   size and colour an encoder was trained on (resize, rgb<->gray), or refuses clearly.
 * :func:`write_grid_png` writes the query and its neighbours as one PNG, captions under each
   tile, drawn with a small embedded bitmap font and encoded with numpy + zlib (no new
   dependency).
 
-Only numpy is imported at module import; TensorFlow (decoding, resizing) only when needed.
+Only numpy is imported at module import; TensorFlow (decoding other formats, resizing) only
+when needed: a PNG query of the collection's size never imports it.
 Image headers are checked for absurd dimensions *before* anything is decoded.
 """
 
@@ -259,6 +261,144 @@ def _jpeg_size(f) -> tuple[str, int, int] | None:
     return None
 
 
+# --------------------------------------------------------------------------- PNG input
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: channels per pixel of each 8-bit PNG colour type (3, palette, is expanded to RGB / RGBA)
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: bytes of rows filtered with Average or Paeth (undone byte by byte in Python) above which
+#: a PNG is left to TensorFlow's decoder (~0.1 s of Python)
+PNG_PYTHON_FILTER_BYTES = 1 << 17
+
+
+def decode_png(data: bytes) -> np.ndarray | None:
+    """uint8 (H, W, C) pixels of an 8-bit, non-interlaced PNG (gray, gray+alpha, RGB, RGBA,
+    or palette, which becomes RGB, or RGBA with a tRNS chunk), decoded with zlib and numpy as
+    ``tf.io.decode_image`` decodes it; None for anything else (other bit depths,
+    interlacing, transparency chunks on non-palette images, damaged or truncated data, very
+    large images filtered with Average/Paeth), which is then left to TensorFlow."""
+    try:
+        return _decode_png(data)
+    except (ValueError, struct.error, zlib.error, IndexError):
+        return None
+
+
+def _decode_png(data: bytes) -> np.ndarray | None:
+    if data[:8] != _PNG_SIGNATURE:
+        return None
+    pos, end = 8, len(data)
+    ihdr = plte = trns = None
+    idat: list[bytes] = []
+    while pos + 12 <= end:
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        if len(body) != length or pos + 12 + length > end:
+            return None
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        if zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF != crc:
+            return None
+        pos += 12 + length
+        if kind == b"IHDR":
+            ihdr = body
+        elif kind == b"PLTE":
+            plte = body
+        elif kind == b"tRNS":
+            trns = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        elif not (kind[0] & 0x20):  # an unknown critical chunk
+            return None
+    else:
+        return None  # no IEND
+    if ihdr is None or len(ihdr) != 13 or not idat:
+        return None
+    w, h, depth, ctype, comp, filt, interlace = struct.unpack(">IIBBBBB", ihdr)
+    if depth != 8 or ctype not in _PNG_CHANNELS or comp or filt or interlace:
+        return None
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE and w * h <= MAX_PIXELS):
+        return None
+    if trns is not None and ctype != 3:
+        return None
+    bpp = _PNG_CHANNELS[ctype]
+    stride = w * bpp
+    want = h * (stride + 1)
+    inflate = zlib.decompressobj()
+    raw = inflate.decompress(b"".join(idat), want)
+    if len(raw) != want:
+        return None
+    rows = np.frombuffer(raw, np.uint8).reshape(h, stride + 1)
+    filters = rows[:, 0]
+    if filters.max() > 4:
+        return None
+    slow = int(np.count_nonzero(filters >= 3)) * stride
+    if slow > PNG_PYTHON_FILTER_BYTES:
+        return None
+    pixels = _unfilter(rows[:, 1:], filters, bpp)
+    if ctype == 3:
+        if plte is None or len(plte) % 3 or not 3 <= len(plte) <= 768:
+            return None
+        n = len(plte) // 3
+        index = pixels.reshape(h, w)
+        if int(index.max()) >= n:
+            return None
+        palette = np.frombuffer(plte, np.uint8).reshape(n, 3)
+        if trns is not None:
+            alpha = np.full((n, 1), 255, np.uint8)
+            a = np.frombuffer(trns[:n], np.uint8)
+            alpha[: len(a), 0] = a
+            palette = np.concatenate([palette, alpha], axis=1)
+        return palette[index]
+    return pixels.reshape(h, w, bpp)
+
+
+def _unfilter(filtered: np.ndarray, filters: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo the PNG row filters (None, Sub, Up, Average, Paeth); uint8 (h, stride)."""
+    h, stride = filtered.shape
+    out = np.empty((h, stride), np.uint8)
+    prior = np.zeros(stride, np.uint8)
+    for y in range(h):
+        line, kind = filtered[y], int(filters[y])
+        if kind == 0:
+            cur = line
+        elif kind == 1:  # Sub: a running sum, per channel, modulo 256
+            cur = np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
+        elif kind == 2:  # Up
+            cur = line + prior
+        else:  # Average / Paeth depend on the byte just decoded: byte by byte
+            cur = np.frombuffer(_unfilter_slow(line.tobytes(), prior.tobytes(), kind, bpp), np.uint8)
+        out[y] = cur
+        prior = out[y]
+    return out
+
+
+def _unfilter_slow(line: bytes, prior: bytes, kind: int, bpp: int) -> bytearray:
+    cur = bytearray(line)
+    n = len(cur)
+    if kind == 3:  # Average
+        for i in range(n):
+            left = cur[i - bpp] if i >= bpp else 0
+            cur[i] = (cur[i] + ((left + prior[i]) >> 1)) & 0xFF
+        return cur
+    for i in range(n):  # Paeth
+        if i >= bpp:
+            a, c = cur[i - bpp], prior[i - bpp]
+        else:
+            a = c = 0
+        b = prior[i]
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        if pa <= pb and pa <= pc:
+            pred = a
+        elif pb <= pc:
+            pred = b
+        else:
+            pred = c
+        cur[i] = (cur[i] + pred) & 0xFF
+    return cur
+
+
 def _decode_file(path: Path, size: int, channels: int) -> np.ndarray:
     """uint8 (size, size, channels) from an image file; raises InvalidInput with the reason."""
     try:
@@ -278,6 +418,9 @@ def _decode_file(path: Path, size: int, channels: int) -> np.ndarray:
         data = path.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    img = decode_png(data)  # the common case, without TensorFlow
+    if img is not None:
+        return conform_images(img[None], size=size, channels=channels, what=str(path))[0]
     tf = import_tensorflow()
 
     try:

@@ -312,3 +312,133 @@ def test_real_bmp_decodes(tmp_path: Path):
     (tmp_path / "d.bmp").write_bytes(data)
     out = read_image_file(tmp_path / "d.bmp", size=9, color="gray")
     assert out.shape == (9, 9, 1) and out.max() > 200 and out[0, 0, 0] == 0
+
+
+# ------------------------------------------------------------------ PNG input without TensorFlow
+
+_BPP = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _paeth(a, b, c):
+    p = a + b - c
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def write_filtered_png(samples: np.ndarray, ctype: int, filters: list[int], *, plte: bytes | None = None,
+                       trns: bytes | None = None, depth: int = 8, interlace: int = 0) -> bytes:
+    """An 8-bit PNG of ``samples`` (h, w * channels), row y filtered with filters[y % len]."""
+    h, stride = samples.shape
+    bpp = _BPP[ctype]
+    prior = np.zeros(stride, np.int32)
+    lines = []
+    for y in range(h):
+        f = filters[y % len(filters)]
+        cur = samples[y].astype(np.int32)
+        left = np.concatenate([np.zeros(bpp, np.int32), cur[:-bpp]])
+        up_left = np.concatenate([np.zeros(bpp, np.int32), prior[:-bpp]])
+        pred = {0: 0, 1: left, 2: prior, 3: (left + prior) // 2, 4: _paeth(left, prior, up_left)}[f]
+        lines.append(bytes([f]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
+        prior = cur
+    chunk = lambda k, b: struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b))
+    ihdr = struct.pack(">IIBBBBB", stride // bpp, h, depth, ctype, 0, 0, interlace)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+        + (chunk(b"PLTE", plte) if plte is not None else b"")
+        + (chunk(b"tRNS", trns) if trns is not None else b"")
+        + chunk(b"IDAT", zlib.compress(b"".join(lines)))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("ctype", [0, 2, 3, 4, 6])
+def test_png_decoder_equals_tensorflow_every_colour_type_and_filter(ctype):
+    import tensorflow as tf
+
+    from latentsearch._images import decode_png
+
+    rng = np.random.default_rng(ctype)
+    h, w = 13, 11
+    for filters in ([0], [1], [2], [3], [4], [0, 1, 2, 3, 4], [4, 3, 2, 1]):
+        for trns in ((None, bytes([0, 128, 255])) if ctype == 3 else (None,)):
+            if ctype == 3:
+                samples = rng.integers(0, 7, (h, w), dtype=np.uint8)
+                plte = rng.integers(0, 256, 21, dtype=np.uint8).tobytes()
+            else:
+                samples = rng.integers(0, 256, (h, w * _BPP[ctype]), dtype=np.uint8)
+                samples[3:6] = samples[2]  # smooth runs as well as noise
+                plte = None
+            data = write_filtered_png(samples, ctype, filters, plte=plte, trns=trns)
+            got = decode_png(data)
+            want = tf.io.decode_image(data, expand_animations=False).numpy()
+            assert got is not None, (ctype, filters, trns)
+            assert got.dtype == np.uint8 and got.shape == want.shape, (ctype, filters, trns)
+            np.testing.assert_array_equal(got, want)
+
+
+def test_png_decoder_reads_encode_png_and_tensorflow_pngs():
+    import tensorflow as tf
+
+    from latentsearch._images import decode_png
+
+    rng = np.random.default_rng(3)
+    for shape in ((28, 28), (9, 7, 3)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        got = decode_png(encode_png(img))
+        np.testing.assert_array_equal(got, img.reshape(*shape[:2], -1))
+    filters_seen = set()
+    for channels in (1, 2, 3, 4):
+        img = rng.integers(0, 256, (31, 23, channels), dtype=np.uint8)
+        img[:, :12] = np.arange(12, dtype=np.uint8)[None, :, None] * 9  # gradients: Sub / Up / Paeth
+        img[10:20] = img[9]
+        data = tf.io.encode_png(img).numpy()  # libpng, which picks a filter per row
+        start = data.index(b"IDAT") - 4
+        (length,) = struct.unpack(">I", data[start : start + 4])
+        raw = zlib.decompress(data[start + 8 : start + 8 + length])
+        filters_seen |= set(np.frombuffer(raw, np.uint8).reshape(31, -1)[:, 0].tolist())
+        np.testing.assert_array_equal(decode_png(data), img)
+        np.testing.assert_array_equal(decode_png(data), tf.io.decode_image(data).numpy())
+    assert len(filters_seen) >= 3  # the check ran over real filters, not only None
+
+
+def test_png_variants_fall_back_to_tensorflow(tmp_path: Path):
+    import tensorflow as tf
+
+    from latentsearch._images import decode_png
+
+    rng = np.random.default_rng(4)
+    deep = rng.integers(0, 65536, (20, 20, 1), dtype=np.uint16)
+    data16 = tf.io.encode_png(deep).numpy()
+    assert decode_png(data16) is None  # 16-bit: TensorFlow decodes it
+    (tmp_path / "deep.png").write_bytes(data16)
+    out = read_image_file(tmp_path / "deep.png", size=20, color="gray")
+    np.testing.assert_array_equal(out, tf.io.decode_image(data16).numpy())  # as before
+    samples = rng.integers(0, 256, (6, 6), dtype=np.uint8)
+    assert decode_png(write_filtered_png(samples, 0, [0], interlace=1)) is None
+    assert decode_png(write_filtered_png(samples, 0, [0], trns=b"\0\0")) is None  # gray + tRNS
+    good = write_filtered_png(samples, 0, [1])
+    assert decode_png(good) is not None
+    broken = bytearray(good)
+    broken[-20] ^= 0xFF  # inside the IDAT: its CRC fails
+    assert decode_png(bytes(broken)) is None
+    assert decode_png(good[: len(good) // 2]) is None  # truncated
+    assert decode_png(b"\x89PNG\r\n\x1a\n") is None
+
+
+def test_png_query_reads_without_tensorflow(tmp_path: Path):
+    import subprocess
+
+    img = np.stack([digit_like(5, 28)] * 3, axis=-1)
+    (tmp_path / "g.png").write_bytes(encode_png(img[..., 0]))
+    (tmp_path / "c.png").write_bytes(encode_png(img))
+    code = (
+        "import sys; from latentsearch._images import read_image_file; "
+        f"a = read_image_file({str(tmp_path / 'g.png')!r}, size=28, color='gray'); "
+        f"b = read_image_file({str(tmp_path / 'c.png')!r}, size=28, color='gray'); "
+        f"c = read_image_file({str(tmp_path / 'g.png')!r}, size=28, color='rgb'); "
+        "print(a.shape, b.shape, c.shape, (a == b).all(), "
+        "sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "(28, 28, 1) (28, 28, 1) (28, 28, 3) True []"
