@@ -19,6 +19,7 @@ from . import encoders as _encoders
 from ._collection import Collection, Record, _labels_as_text, create, load_npy
 from ._collection import _progress as _say
 from ._errors import InvalidInput
+from ._tf import import_tensorflow
 
 __all__ = ["build_images", "build_text", "encode_source", "load_labels"]
 
@@ -74,6 +75,7 @@ def build_images(
     _say(f"loading images from {source}", quiet)
     data = load_image_source(source, size=size, color=color)
     _say(f"{len(data.images)} images of {size}x{size} {color}; training {encoder} autoencoder", quiet)
+    import_tensorflow()  # training needs it; imported once, without its start-up chatter
     t0 = time.perf_counter()
     enc = cls.fit(data.images, latent_dim=latent_dim, epochs=epochs, seed=seed, quiet=quiet)
     vectors = enc.encode(data.images)
@@ -114,6 +116,7 @@ def build_text(
     data = load_text_source(source)
     extra_texts = read_texts_file(train_extra) if train_extra else None
     _say(f"{len(data.texts)} texts from {source}; training text encoder", quiet)
+    import_tensorflow()
     t0 = time.perf_counter()
     enc = cls.fit(data.texts, dim=dim, epochs=epochs, seed=seed, quiet=quiet,
                   extra_texts=extra_texts)

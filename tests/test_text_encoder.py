@@ -11,7 +11,7 @@ import pytest
 
 from latentsearch._errors import EncoderError, InvalidInput
 from latentsearch._texts import load_text_source
-from latentsearch.encoders._text import MAX_TOKENS, TextEncoder
+from latentsearch.encoders._text import MAX_TOKENS, TextEncoder, tokens
 
 FIRE = 0  # news article 0: a bushfire near Hill Top, New South Wales
 
@@ -165,7 +165,7 @@ def test_non_ascii_text(tmp_path):
 def test_save_load_round_trip(enc, news, tmp_path):
     folder = tmp_path / "encoder"
     names = enc.save(folder)
-    assert sorted(names) == ["model.keras", "vocab.json"]
+    assert sorted(names) == ["inference.npz", "model.keras", "vocab.json"]
     assert all((folder / n).is_file() for n in names)
     cfg = json.loads(json.dumps(enc.config()))
     back = TextEncoder.load(folder, cfg)
@@ -231,3 +231,142 @@ def test_subwords_can_be_switched_off(news):
     e = TextEncoder.fit(news[:40], dim=16, epochs=2, seed=0, quiet=True, subwords=False)
     assert e.config()["subwords"] == "none"
     assert e.encode(news[0]).shape == (1, 16)
+
+
+# ---------------------------------------------------------------- numpy inference path
+VARIED = [
+    "bushfires near Sydney",
+    "BUSHFIRE, near... Sydney!!! (again) -- fire; fire: FIRE",
+    "Straße STRASSE straße Größe ẞ FIRE Sydney",
+    "İstanbul istanbul ISTANBUL ı İNDİA fire",
+    "ΣΟΦΙΑ σοφία ΟΔΟΣ Σ. ΣΑΣ Fire",
+    "Zürich café naïve crème brûlée €100 £5 $3 ¥ 5% a+b=c <tag> @user #hash",
+    "emoji 🔥🔥 fire🔥sydney ™ © ° ½ … — – « » „ “ ” ‘ ’",
+    "北京 上海 中文字符，测试。 日本語のテキスト Sydney",
+    "non\u00a0breaking\u3000ideographic\u2028line sep\u0085nel\x1cfs fire",
+    "tab\tnew\nline\rcr\x0bvt\x0cff fire",
+    "fire fire fire fire Sydney Sydney the the the the the the",
+    "fire Sydney before NUL\x00 after nul cricket",
+    "x\u2c2f\u10570 ꟁ𐖗 fire",  # Unicode 14 letters TF's ICU does not lower
+    "\U0001fadb\U0001f774fire\U0001faf8sydney",  # Unicode 15 symbols
+]
+
+
+def _tf_tokens(texts):
+    from latentsearch._tf import import_tensorflow
+    from latentsearch.encoders._text import _standardize
+
+    tf = import_tensorflow()
+
+    rag = tf.strings.split(_standardize(tf.constant(texts, dtype=tf.string)))
+    return [[w.decode("utf-8") for w in row] for row in rag.to_list()]
+
+
+@pytest.fixture(scope="module")
+def varied(news):
+    words = news[FIRE].split()
+    long_text = " ".join(words * (3 * MAX_TOKENS // len(words) + 1))  # > MAX_TOKENS tokens
+    return VARIED + [long_text, long_text.upper(), news[1], news[2] + " " + news[3]]
+
+
+def test_tokenizer_matches_tensorflow(varied):
+    assert [tokens(t) for t in varied] == _tf_tokens(varied)
+
+
+def test_tokenizer_matches_tensorflow_on_every_code_point():
+    """Every code point alone, then in words of mixed case: same tokens as TF."""
+    import sys as _sys
+
+    cps = [c for c in range(1, _sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    step = 2000
+    texts = [" ".join(chr(c) for c in cps[i : i + step]) for i in range(0, len(cps), step)]
+    texts += ["".join(chr(c) for c in cps[i : i + 40]) + " Ab" for i in range(0, 70000, 40)]
+    assert [tokens(t) for t in texts] == _tf_tokens(texts)
+
+
+@pytest.fixture(scope="module")
+def saved(enc, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved") / "encoder"
+    enc.save(folder)
+    return folder
+
+
+def test_numpy_path_equals_keras_on_a_saved_encoder(enc, saved, varied):
+    back = TextEncoder.load(saved, json.loads(json.dumps(enc.config())))
+    model = back.keras_model  # model.keras, loaded with safe_mode=True
+    known = [t for t in varied if any(back.token_ids(t) > 1)]
+    assert known == varied
+    ours = back.encode(known)
+    for t, v in zip(known, ours):  # one at a time: no padding in the Keras call either
+        ref, cnt = model(np.array([[t]], dtype=object), training=False)
+        assert float(np.asarray(cnt)[0]) == float((back.token_ids(t) > 1).sum())
+        np.testing.assert_allclose(v, np.asarray(ref)[0], rtol=0, atol=1e-5)
+    # batched Keras call (padded rows) too, and the news articles
+    ref = np.asarray(model(np.array([[t] for t in known], dtype=object))[0])
+    diff = float(np.abs(ours - ref).max())
+    print(f"max |numpy - keras| over {len(known)} varied texts: {diff:.2e}")
+    assert diff <= 1e-5
+
+
+def test_numpy_path_equals_keras_on_news(enc, saved, news):
+    back = TextEncoder.load(saved, enc.config())
+    ours = back.encode(news)
+    ref = np.concatenate([
+        np.asarray(back.keras_model(np.array([[t] for t in news[i : i + 50]], dtype=object))[0])
+        for i in range(0, len(news), 50)
+    ])
+    diff = float(np.abs(ours - ref).max())
+    print(f"max |numpy - keras| over {len(news)} news articles: {diff:.2e}")
+    assert diff <= 1e-5
+    # the encoder right after fit (in-memory arrays) gives the same vectors as after load
+    np.testing.assert_array_equal(enc.encode(news[:20]), ours[:20])
+
+
+def test_loading_and_encoding_does_not_import_tensorflow(enc, saved):
+    code = (
+        "import sys, json\n"
+        "from latentsearch.encoders._text import TextEncoder\n"
+        f"cfg = json.loads({json.dumps(json.dumps(enc.config()))})\n"
+        f"e = TextEncoder.load({str(saved)!r}, cfg)\n"
+        "v = e.encode(['bushfires near Sydney', 'Straße İstanbul ΣΟΦΙΑ fire'])\n"
+        "assert v.shape == (2, 64)\n"
+        "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "sys.exit(f'imported {bad}' if bad else 0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(
+        TextEncoder.load(saved, enc.config()).encode("bushfires near Sydney"),
+        enc.encode("bushfires near Sydney"), atol=0,
+    )
+
+
+def test_inference_file_holds_no_pickles(saved, enc):
+    with np.load(saved / "inference.npz", allow_pickle=False) as z:
+        assert z["embeddings"].shape == (len(enc.vocabulary) + 2, 64)
+        assert z["embeddings"].dtype == np.float32 and z["token_weights"].dtype == np.float32
+
+
+def test_encoder_saved_without_inference_file_still_loads(enc, saved, tmp_path, news):
+    """Collections saved before inference.npz existed: arrays taken from model.keras."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(saved, old)
+    (old / "inference.npz").unlink()
+    back = TextEncoder.load(old, enc.config())
+    np.testing.assert_allclose(back.encode(news[:20]), enc.encode(news[:20]), atol=1e-6)
+
+
+def test_damaged_inference_file_is_an_encoder_error(enc, saved, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(saved, bad)
+    (bad / "inference.npz").write_bytes(b"not a zip file")
+    with pytest.raises(EncoderError, match="cannot load the text encoder"):
+        TextEncoder.load(bad, enc.config())
+    np.savez(bad / "inference.npz", embeddings=np.zeros((3, 64), np.float32),
+             token_weights=np.zeros(3, np.float32))
+    with pytest.raises(EncoderError, match="vocab.json has"):
+        TextEncoder.load(bad, enc.config())

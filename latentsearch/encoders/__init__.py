@@ -1,7 +1,8 @@
 """Encoder registry: names in the manifest map to encoder classes, imported lazily.
 
 Names map to "module:Class" strings so that looking an encoder up imports only its own
-module: ``vectors`` never pulls in TensorFlow, the image and text encoders do when used.
+module. No encoder needs TensorFlow to encode: the image and text encoders keep a numpy
+copy of their inference pass beside model.keras, and import TensorFlow only to train.
 """
 
 from __future__ import annotations
@@ -37,10 +38,6 @@ def get(name: str) -> type[Encoder]:
             f"unknown encoder {name!r}; known: {', '.join(available())}"
         ) from None
     module_name, _, cls_name = target.partition(":")
-    if name != "vectors":  # every other encoder needs TensorFlow: import it without chatter
-        from .._tf import import_tensorflow
-
-        import_tensorflow()
     return getattr(importlib.import_module(module_name), cls_name)
 
 

@@ -1,6 +1,7 @@
 """The ``text`` encoder: pooled word embeddings learned from the collection's own text.
 
-Pipeline (one Keras model, :attr:`TextEncoder.keras_model`)::
+Pipeline (one Keras model, :attr:`TextEncoder.keras_model`; ``encode`` runs the same steps in
+numpy, see "Inference without TensorFlow" below)::
 
     str --TextVectorization--> token ids --TruncateTokens(512)--> Embedding(mask_zero=True)
         --WeightedTokenPooling (idf x sublinear tf, padding and unknown words weigh 0)
@@ -85,13 +86,38 @@ lookup table is a TensorFlow resource whose serialisation has changed between Ke
 versions, and a custom (non-serialisable) standardize function is needed for Unicode-aware
 lower-casing.
 The vocabulary as plain JSON stays readable and checksummable by the manifest.
+
+Inference without TensorFlow: ``save`` also writes ``inference.npz`` (``np.savez``, no
+pickled objects, read with ``allow_pickle=False``): the ``Embedding`` matrix
+``embeddings`` float32 (vocab, dim), the pooling's ``token_weights`` float32 (vocab,) and
+``sublinear_tf``. (Chosen over reading the arrays out of ``model.keras`` with zipfile +
+h5py: that layout is Keras-internal and has changed between versions.) ``load`` reads only
+``vocab.json`` and ``inference.npz`` and never imports TensorFlow or Keras; ``encode``
+always runs the same numpy path (:func:`tokens` + :meth:`TextEncoder._pool`), right after
+``fit`` as after ``load``, so the vectors of a build and of later queries come from
+identical code. The Keras model stays available as :attr:`TextEncoder.keras_model`
+(``model.keras`` loaded lazily, ``safe_mode=True``); tests check the two agree within 1e-5.
+A collection saved before ``inference.npz`` existed is loaded through Keras once.
+
+The numpy tokenizer reproduces TextVectorization with ``_standardize`` exactly (checked
+against TensorFlow on every code point): Python's ``str.lower`` (which, like TF/ICU, does the
+full mapping ``İ`` -> ``i̇`` and the Greek final sigma), except for the characters listed in
+``_TF_KEEPS_CASE`` (Unicode 14 additions TensorFlow's ICU does not lower); every code point
+of category P* or S* (plus ``_TF_EXTRA_PUNCT``, Unicode 15 additions that RE2 knows and
+this Python's ``unicodedata`` may not) becomes a space; TensorFlow's lower-casing ends the
+text at its first NUL character, so does this; the split is on ASCII whitespace only
+(`` \t\n\v\f\r``: TF does not split on U+00A0, U+3000, U+2028 ... which Python's
+``str.split`` would).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import sys
+import unicodedata
+import zipfile
 import time
 from pathlib import Path
 from typing import Any
@@ -111,8 +137,6 @@ DEFAULT_DIM = 512
 DEFAULT_PAIRS = 15_000
 MIN_EPOCHS, MAX_EPOCHS = 2, 50
 BATCH_SIZE = 512
-#: padded token slots per encoding call (memory: slots x dim x 4 bytes, 128 MiB at dim 512)
-TOKEN_BUDGET = 65_536
 TEMPERATURE = 0.2
 LEARNING_RATE = 0.01
 INIT_STDDEV = 0.1
@@ -132,6 +156,60 @@ def _standardize(x):
     import tensorflow as tf
 
     return tf.strings.regex_replace(tf.strings.lower(x, encoding="utf-8"), _PUNCT, " ")
+
+
+def _ranges(*spans) -> frozenset[int]:
+    out: set[int] = set()
+    for a, b in spans:
+        out.update(range(a, b + 1))
+    return frozenset(out)
+
+
+#: characters Python lower-cases but TensorFlow's ICU (Unicode 13 case tables) leaves as is
+_TF_KEEPS_CASE = _ranges(
+    (0x2C2F, 0x2C2F), (0xA7C0, 0xA7C0), (0xA7D0, 0xA7D0), (0xA7D6, 0xA7D6),
+    (0xA7D8, 0xA7D8), (0x10570, 0x1057A), (0x1057C, 0x1058A), (0x1058C, 0x10592),
+    (0x10594, 0x10595),
+)
+_KEEP_CASE_RE = re.compile("([" + "".join(chr(c) for c in sorted(_TF_KEEPS_CASE)) + "])")
+#: punctuation/symbols in RE2's Unicode 15 tables, unassigned in Python 3.11's Unicode 14
+_TF_EXTRA_PUNCT = _ranges(
+    (0x11B00, 0x11B09), (0x11F43, 0x11F4F), (0x1F6DC, 0x1F6DC), (0x1F774, 0x1F776),
+    (0x1F77B, 0x1F77F), (0x1F7D9, 0x1F7D9), (0x1FA75, 0x1FA77), (0x1FA87, 0x1FA88),
+    (0x1FAAD, 0x1FAAF), (0x1FABB, 0x1FABD), (0x1FABF, 0x1FABF), (0x1FACE, 0x1FACF),
+    (0x1FADA, 0x1FADB), (0x1FAE8, 0x1FAE8), (0x1FAF7, 0x1FAF8),
+)
+#: TensorFlow's whitespace split: ASCII whitespace only
+_WORD_RE = re.compile(r"[^ \t\n\x0b\x0c\r]+")
+
+
+class _PunctTable(dict):
+    """``str.translate`` table, filled on demand: P* and S* code points -> a space."""
+
+    def __missing__(self, cp: int) -> str:
+        ch = chr(cp)
+        out = " " if unicodedata.category(ch)[0] in "PS" or cp in _TF_EXTRA_PUNCT else ch
+        self[cp] = out
+        return out
+
+
+_PUNCT_TABLE = _PunctTable()
+
+
+def standardize(text: str) -> str:
+    """Pure-Python ``_standardize`` (no TensorFlow): lower-case, P*/S* to spaces."""
+    text = text.split("\x00", 1)[0]  # TF's UTF-8 lower-casing stops at the first NUL
+    if _KEEP_CASE_RE.search(text) is None:
+        low = text.lower()
+    else:
+        parts = _KEEP_CASE_RE.split(text)  # odd items: characters TF keeps as they are
+        low = "".join(p if i % 2 else p.lower() for i, p in enumerate(parts))
+    return low.translate(_PUNCT_TABLE)
+
+
+def tokens(text: str) -> list[str]:
+    """The words of ``text`` as the encoder sees them (before truncation)."""
+    return _WORD_RE.findall(standardize(text))
 
 
 def _preview(text: str) -> str:
@@ -268,12 +346,25 @@ def _full_model(vectorizer, core):
     return keras.Model(text, [vec, known], name="text_encoder")
 
 
-def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Flat token bytes and the row of each token, with the encoder's own standardisation."""
-    import tensorflow as tf
+def _load_core(path: Path):
+    """``model.keras`` (the token-id model) through Keras, ``safe_mode=True``."""
+    from .._tf import import_keras
 
-    rag = tf.strings.split(_standardize(tf.constant(texts, dtype=tf.string)))
-    return rag.flat_values.numpy(), rag.value_rowids().numpy()
+    keras = import_keras()
+    _layers()
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except (OSError, ValueError) as exc:
+        raise EncoderError(f"cannot load the text encoder from {path}: {exc}") from None
+
+
+def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat tokens (object array of str) and the row of each token (:func:`tokens`)."""
+    toks = [tokens(t) for t in texts]
+    flat = np.empty(sum(len(t) for t in toks), dtype=object)
+    flat[:] = [w for t in toks for w in t]
+    rows = np.repeat(np.arange(len(texts), dtype=np.int64), [len(t) for t in toks])
+    return flat, rows
 
 
 def _check_texts(texts: Any, what: str) -> list[str]:
@@ -352,12 +443,26 @@ class TextEncoder(Encoder):
     name = "text"
     modality = "text"
 
-    def __init__(self, vectorizer, core, words: list[str], cfg: dict[str, Any]):
-        self._vectorizer = vectorizer
-        self._core = core
+    def __init__(
+        self,
+        words: list[str],
+        cfg: dict[str, Any],
+        *,
+        embeddings: np.ndarray,
+        token_weights: np.ndarray,
+        sublinear_tf: bool = True,
+        core=None,
+        folder: Path | None = None,
+    ):
         self._words = list(words)
         self._cfg = dict(cfg)
-        self._model = _full_model(vectorizer, core)
+        self._index = {w: i + 2 for i, w in enumerate(self._words)}
+        self._emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self._tw = np.ascontiguousarray(token_weights, dtype=np.float32)
+        self._sublinear = bool(sublinear_tf)
+        self._core = core  # Keras token-id model: kept after fit, loaded lazily after load
+        self._folder = folder
+        self._model = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -371,8 +476,20 @@ class TextEncoder(Encoder):
 
     @property
     def keras_model(self):
-        """The Keras model ``encode`` calls: string tensor (n, 1) -> [vectors, known counts]."""
+        """The Keras model (string tensor (n, 1) -> [vectors, known counts]) that the numpy
+        path of ``encode`` reproduces; built on first use (imports TensorFlow)."""
+        if self._model is None:
+            from .._tf import import_tensorflow
+
+            import_tensorflow()
+            self._model = _full_model(_vectorizer(self._words), self._keras_core())
         return self._model
+
+    def _keras_core(self):
+        """The token-id Keras model: the one trained, or ``model.keras`` (``safe_mode``)."""
+        if self._core is None:
+            self._core = _load_core(Path(self._folder) / "model.keras")
+        return self._core
 
     def config(self) -> dict[str, Any]:
         return dict(self._cfg)
@@ -429,7 +546,7 @@ class TextEncoder(Encoder):
         rank = np.full(len(uniq), -1, dtype=np.int64)
         rank[order] = np.arange(len(order))
         tok = np.where(rank[inverse] >= 0, rank[inverse] + 2, 1)  # 1 = unknown word
-        words = [w.decode("utf-8") for w in uniq[order]]
+        words = [str(w) for w in uniq[order]]
         vocab_size = len(words) + 2
         # document frequency -> smooth idf (as scikit-learn's), 0 for padding/unknown
         pairs = np.unique(rows * vocab_size + tok)
@@ -492,7 +609,14 @@ class TextEncoder(Encoder):
                 f"text encoder: {vocab_size - 2} words, dim {dim}, {cfg['epochs']} epochs, "
                 f"loss {cfg['final_loss']}, {seconds:.1f} s"
             )
-        return cls(_vectorizer(words), core, words, cfg)
+        return cls(
+            words,
+            cfg,
+            embeddings=np.asarray(emb_layer.embeddings),
+            token_weights=np.asarray(core.get_layer("pooling").token_weights),
+            sublinear_tf=sublinear_tf,
+            core=core,
+        )
 
     @staticmethod
     def _train(docs, weights, sublinear_tf, embeddings, epochs, rng, say, tf, keras, sub=None):
@@ -596,9 +720,10 @@ class TextEncoder(Encoder):
     def encode(self, items: Any, *, max_batch: int = 1024) -> np.ndarray:
         """float32 (n, dim) unit vectors; a str is one item. Refuses items with no known word.
 
-        Items are encoded in chunks of similar length (sorted by an estimate of their token
-        count), each holding at most ``TOKEN_BUDGET`` padded token slots and ``max_batch``
-        items: memory stays bounded for long documents and little time goes to padding.
+        Pure numpy (no TensorFlow): :func:`tokens`, vocabulary lookup, the first
+        ``MAX_TOKENS`` tokens, then :meth:`_pool`, item by item (memory bounded by one
+        item). Equal to :attr:`keras_model` within 1e-5. ``max_batch`` is accepted for
+        compatibility and has no effect.
         """
         single = isinstance(items, str)
         texts = _check_texts(items, "text items")
@@ -608,65 +733,111 @@ class TextEncoder(Encoder):
             if not t.strip():
                 where = "query" if single else f"text {i}"
                 raise EncoderError(f"{where} is empty: nothing to encode")
-        import tensorflow as tf
-
-        n = len(texts)
-        out = np.empty((n, self.dim), dtype=np.float32)
-        known = np.empty(n, dtype=np.float32)
-        est = np.minimum([len(t.split()) + 1 for t in texts], MAX_TOKENS)
-        order = np.argsort(est, kind="stable")
-        start = 0
-        while start < n:
-            stop = start + 1
-            while (
-                stop < n
-                and stop - start < max_batch
-                and (stop - start + 1) * est[order[stop]] <= TOKEN_BUDGET
-            ):
-                stop += 1
-            idx = order[start:stop]
-            chunk = tf.constant([texts[i] for i in idx], dtype=tf.string)[:, None]
-            vec, cnt = self._model(chunk, training=False)
-            out[idx] = np.asarray(vec)
-            known[idx] = np.asarray(cnt)
-            start = stop
-        if not known.all():
-            j = int(np.flatnonzero(known == 0)[0])
-            where = f"query {_preview(texts[j])}" if single else f"text {j} ({_preview(texts[j])})"
-            raise EncoderError(
-                f"no known words in {where}: none of its words is in the encoder's "
-                f"vocabulary of {len(self._words)} words"
-            )
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for j, t in enumerate(texts):
+            vec = self._pool(self.token_ids(t))
+            if vec is None:
+                where = f"query {_preview(t)}" if single else f"text {j} ({_preview(t)})"
+                raise EncoderError(
+                    f"no known words in {where}: none of its words is in the encoder's "
+                    f"vocabulary of {len(self._words)} words"
+                )
+            out[j] = vec
         return out
+
+    def token_ids(self, text: str) -> np.ndarray:
+        """int64 ids of the first ``MAX_TOKENS`` tokens of ``text`` (1 = unknown word)."""
+        get = self._index.get
+        toks = tokens(text)[:MAX_TOKENS]
+        return np.fromiter((get(w, 1) for w in toks), dtype=np.int64, count=len(toks))
+
+    def _pool(self, ids: np.ndarray) -> np.ndarray | None:
+        """WeightedTokenPooling + UnitNormalization of one row in numpy; None: no known id.
+
+        Each distinct known id ``u`` occurring ``c`` times weighs ``token_weights[u]`` x
+        (1 + log c) with sublinear tf (x c without), the Keras layer's per-position weights
+        summed; the weighted mean is divided by max(total, 1e-12); then
+        ``x * min(1 / ||x||, 1e12)`` as keras.ops.normalize.
+        """
+        ids = ids[ids > 1]
+        if ids.size == 0:
+            return None
+        u, c = np.unique(ids, return_counts=True)
+        w = self._tw[u].astype(np.float64)
+        w = w * (1.0 + np.log(c)) if self._sublinear else w * c
+        total = max(float(w.sum()), 1e-12)
+        pooled = (w / total).astype(np.float32) @ self._emb[u]
+        sq = float(np.dot(pooled, pooled))
+        inv = min(1.0 / math.sqrt(sq), 1e12) if sq > 0 else 1e12
+        return pooled * np.float32(inv)
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: Path) -> list[str]:
+        """Write ``model.keras``, ``vocab.json`` and ``inference.npz``; return their names."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self._core.save(folder / "model.keras")
+        same = self._folder is not None and Path(self._folder).resolve() == folder.resolve()
+        if not same:  # (saving onto the files it was loaded from: model.keras is there)
+            self._keras_core().save(folder / "model.keras")
         with open(folder / "vocab.json", "w", encoding="utf-8") as fh:
             json.dump(self._words, fh, ensure_ascii=False)
-        return ["model.keras", "vocab.json"]
+        with open(folder / "inference.npz", "wb") as fh:
+            np.savez(
+                fh,
+                embeddings=self._emb,
+                token_weights=self._tw,
+                sublinear_tf=np.array(self._sublinear),
+            )
+        return ["model.keras", "vocab.json", "inference.npz"]
 
     @classmethod
     def load(cls, folder: Path, config: dict[str, Any]) -> "TextEncoder":
-        import keras
+        """Read ``vocab.json`` and ``inference.npz``; imports neither TensorFlow nor Keras.
 
+        Without ``inference.npz`` (saved by an older version) the arrays are taken from
+        ``model.keras`` through Keras instead.
+        """
         folder = Path(folder)
-        _layers()
+        core = None
         try:
-            core = keras.saving.load_model(folder / "model.keras", safe_mode=True, compile=False)
             with open(folder / "vocab.json", encoding="utf-8") as fh:
                 words = json.load(fh)
-        except (OSError, ValueError) as exc:
+            if (folder / "inference.npz").exists():
+                with np.load(folder / "inference.npz", allow_pickle=False) as z:
+                    emb = z["embeddings"]
+                    tw = z["token_weights"]
+                    sublinear = bool(z["sublinear_tf"]) if "sublinear_tf" in z else None
+            else:
+                core = _load_core(folder / "model.keras")
+                emb = np.asarray(core.get_layer("embedding").embeddings)
+                tw = np.asarray(core.get_layer("pooling").token_weights)
+                sublinear = bool(core.get_layer("pooling").sublinear_tf)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise EncoderError(f"cannot load the text encoder from {folder}: {exc}") from None
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise EncoderError(f"{folder / 'vocab.json'} is not a list of words")
-        if len(words) + 2 != int(core.get_layer("embedding").input_dim):
+        if (
+            emb.ndim != 2
+            or tw.shape != (emb.shape[0],)
+            or not np.issubdtype(emb.dtype, np.floating)
+            or not np.issubdtype(tw.dtype, np.floating)
+        ):
             raise EncoderError(
-                f"vocab.json has {len(words)} words but the model expects "
-                f"{core.get_layer('embedding').input_dim - 2}"
+                f"{folder / 'inference.npz'} holds arrays of unexpected shapes "
+                f"{emb.shape} and {tw.shape}"
+            )
+        if len(words) + 2 != emb.shape[0]:
+            raise EncoderError(
+                f"vocab.json has {len(words)} words but the model expects {emb.shape[0] - 2}"
             )
         cfg = dict(config)
-        cfg.setdefault("dim", int(core.get_layer("embedding").output_dim))
-        return cls(_vectorizer(words), core, words, cfg)
+        cfg.setdefault("dim", int(emb.shape[1]))
+        if int(cfg["dim"]) != emb.shape[1]:
+            raise EncoderError(
+                f"the text encoder's vectors have {emb.shape[1]} dimensions, "
+                f"its configuration says {cfg['dim']}"
+            )
+        if sublinear is None:
+            sublinear = bool(cfg.get("sublinear_tf", True))
+        return cls(words, cfg, embeddings=emb, token_weights=tw, sublinear_tf=sublinear,
+                   core=core, folder=folder)
