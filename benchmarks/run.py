@@ -338,8 +338,7 @@ def raw_hnsw_vs_auto(ls, n, x, Q, truth, auto_rec, auto_col) -> dict:
 
 # -- fresh processes --------------------------------------------------------------------------
 
-MEM_SCRIPT = r"""
-import json, sys, time
+_STATUS = r"""
 def status():
     out = {}
     with open("/proc/self/status") as fh:
@@ -348,6 +347,10 @@ def status():
                 key, val = line.split(":")
                 out[key] = int(val.split()[0]) * 1024
     return out
+"""
+
+MEM_SCRIPT = _STATUS + r"""
+import json, sys, time
 import numpy as np, faiss, latentsearch as ls
 base = status()
 t = time.perf_counter()
@@ -366,16 +369,8 @@ print(json.dumps({"base_rss": base["VmRSS"], "base_hwm": base["VmHWM"], "open_rs
                   "peak_hwm": peak["VmHWM"], "end_rss": peak["VmRSS"], "open_s": t_open, "query_s": t_q}))
 """
 
-RAW_MEM_SCRIPT = r"""
+RAW_MEM_SCRIPT = _STATUS + r"""
 import json, sys
-def status():
-    out = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(("VmHWM", "VmRSS")):
-                key, val = line.split(":")
-                out[key] = int(val.split()[0]) * 1024
-    return out
 import numpy as np, faiss, latentsearch
 base = status()
 index = faiss.read_index(sys.argv[1])

@@ -40,7 +40,6 @@ code. The tests check it against Keras' own output within 1e-5.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -51,6 +50,7 @@ import numpy as np
 
 from .._errors import DimensionMismatch, EncoderError, InvalidInput
 from .._images import conform_images
+from .._store import sha256_file
 from .._tf import import_keras, import_tensorflow
 from ._base import Encoder
 
@@ -116,14 +116,6 @@ FORWARD_KINDS = (
     "Dense",
     "UnitNormalization",
 )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pair(value: Any, what: str) -> list[int]:
@@ -596,7 +588,7 @@ class _ImageAutoencoder(Encoder):
             self._model.save(target)
         names = [MODEL_FILE]
         if self._numpy is not None:
-            names += self._numpy.write(folder, _sha256(target))
+            names += self._numpy.write(folder, sha256_file(target))
         return names
 
     @classmethod
@@ -630,7 +622,7 @@ class _ImageAutoencoder(Encoder):
             forward, model_sum = NumpyForward.read(folder)
         except (_Unsupported, OSError, ValueError, TypeError, KeyError) as exc:
             raise EncoderError(f"cannot read the encoder's forward files in {folder}: {exc}") from None
-        if model_sum != _sha256(folder / MODEL_FILE):
+        if model_sum != sha256_file(folder / MODEL_FILE):
             return None
         return forward
 
