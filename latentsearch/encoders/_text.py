@@ -717,13 +717,12 @@ class TextEncoder(Encoder):
         return loss, steps
 
     # ------------------------------------------------------------------ encoding
-    def encode(self, items: Any, *, max_batch: int = 1024) -> np.ndarray:
+    def encode(self, items: Any) -> np.ndarray:
         """float32 (n, dim) unit vectors; a str is one item. Refuses items with no known word.
 
         Pure numpy (no TensorFlow): :func:`tokens`, vocabulary lookup, the first
         ``MAX_TOKENS`` tokens, then :meth:`_pool`, item by item (memory bounded by one
-        item). Equal to :attr:`keras_model` within 1e-5. ``max_batch`` is accepted for
-        compatibility and has no effect.
+        item). Equal to :attr:`keras_model` within 1e-5.
         """
         single = isinstance(items, str)
         texts = _check_texts(items, "text items")
