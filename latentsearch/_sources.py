@@ -80,9 +80,7 @@ def build_images(
     enc = cls.fit(data.images, latent_dim=latent_dim, epochs=epochs, seed=seed, quiet=quiet)
     vectors = enc.encode(data.images)
     _say(f"trained and encoded in {time.perf_counter() - t0:.1f}s", quiet)
-    records: list[Record] = [
-        (label, src, None, None) for label, src in zip(data.labels, data.sources)
-    ]
+    records = _image_records(data.labels, data.sources)
     metric = metric or enc.config().get("recommended_metric", "l2")
     return create(name, encoder=enc, vectors=vectors, records=records, root=root, index=index,
                   metric=metric, overwrite=overwrite, quiet=quiet,
@@ -122,10 +120,7 @@ def build_text(
                   extra_texts=extra_texts)
     vectors = enc.encode(data.texts)
     _say(f"trained and encoded in {time.perf_counter() - t0:.1f}s", quiet)
-    records: list[Record] = [
-        (label, src, text, {"source_id": sid} if sid is not None else None)
-        for text, label, src, sid in zip(data.texts, data.labels, data.sources, data.ids)
-    ]
+    records = _text_records(data, data.labels)
     return create(name, encoder=enc, vectors=vectors, records=records, root=root, index=index,
                   metric=metric, overwrite=overwrite, quiet=quiet, extra={"source": source})
 
@@ -152,16 +147,25 @@ def encode_source(
         data = load_image_source(source, size=int(cfg.get("size", 28)), color=_image_color(cfg))
         vecs = col.encode(data.images)
         labs = _labels_as_text(labels, len(vecs)) if labels is not None else data.labels
-        return vecs, [(lab, src, None, None) for lab, src in zip(labs, data.sources)], data.images
+        return vecs, _image_records(labs, data.sources), data.images
     from ._texts import load_text_source
 
     data = load_text_source(source)
     vecs = col.encode(data.texts)
     labs = _labels_as_text(labels, len(vecs)) if labels is not None else data.labels
-    return vecs, [
-        (lab, src, text, {"source_id": sid} if sid is not None else None)
-        for text, lab, src, sid in zip(data.texts, labs, data.sources, data.ids)
-    ], None
+    return vecs, _text_records(data, labs), None
+
+
+def _image_records(labels, sources) -> list[Record]:
+    return [(label, src, None, None) for label, src in zip(labels, sources)]
+
+
+def _text_records(data, labels) -> list[Record]:
+    """Records of a TextSet: the text itself, and the source's own id kept in ``extra``."""
+    return [
+        (label, src, text, {"source_id": sid} if sid is not None else None)
+        for text, label, src, sid in zip(data.texts, labels, data.sources, data.ids)
+    ]
 
 
 def _default_name(source: str) -> str:
