@@ -10,7 +10,7 @@ the query's label — for:
 * chance (sum of squared label frequencies),
 
 and the encoding throughput of ``encoder.encode`` against a bare Keras ``model.predict``
-on the same model and batch size. Writes nothing; uses numpy, faiss and the encoders only.
+on the same model and batch size. Writes nothing; uses numpy, the encoders and evaluate's measures.
 
 Options: ``--epochs E`` (both encoders), ``--seed S``, ``--k K``, ``--skip-dense``.
 """
@@ -24,34 +24,22 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import faiss
 import numpy as np
 
+from latentsearch._evaluate import _agreement, _neighbours, _pca
 from latentsearch._images import load_image_source
+from latentsearch._index import normalise
 from latentsearch.encoders._image import ENCODE_BATCH, ConvAutoencoder, DenseAutoencoder
 
 
 def agreement_at_k(vectors: np.ndarray, labels: np.ndarray, k: int = 10, metric: str = "l2") -> float:
-    """Mean share of each item's k nearest other items (exact search) sharing its label."""
+    """Mean share of each item's k nearest other items (exact search) sharing its label:
+    ``evaluate``'s own measure, with every item as a query."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if metric == "cosine":
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        index = faiss.IndexFlatIP(x.shape[1])
-    else:
-        index = faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
-    _, nn = index.search(x, k + 1)
-    shares = np.empty(len(x))
-    for i, row in enumerate(nn):
-        others = row[row != i][:k]  # itself excluded (drop the last if it was not returned)
-        shares[i] = np.mean(labels[others] == labels[i])
-    return float(shares.mean())
-
-
-def pca(x: np.ndarray, dim: int) -> np.ndarray:
-    centred = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:dim].T
+        x = normalise(x)
+    rows = np.arange(len(x))
+    return _agreement(_neighbours(x, rows, k, metric), np.asarray(labels), rows)[0]
 
 
 def throughput(encoder, images: np.ndarray, repeats: int = 3) -> tuple[float, float]:
@@ -103,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     pixels = images.reshape(len(images), -1).astype(np.float32) / 255.0
     dim = trained["conv"].dim
     rows.append(("raw pixels (784-d, l2)", agreement_at_k(pixels, labels, k), ""))
-    rows.append((f"PCA-{dim} (l2)", agreement_at_k(pca(pixels, dim), labels, k), ""))
+    rows.append((f"PCA-{dim} (l2)", agreement_at_k(_pca(pixels, dim), labels, k), ""))
     _, counts = np.unique(labels, return_counts=True)
     freq = counts / counts.sum()
     rows.append(("chance", float(np.sum(freq**2)), "sum of squared label frequencies"))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 
@@ -35,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from latentsearch._evaluate import tfidf  # noqa: E402
 from latentsearch._texts import load_text_source  # noqa: E402
 from latentsearch.encoders._text import TextEncoder  # noqa: E402
 
@@ -57,34 +57,6 @@ def recall(scores: np.ndarray, docs: list[str], ks=(1, 10)) -> dict[int, float]:
         hits = [any(docs[j] == docs[i] for j in order[i, :k]) for i in range(len(docs))]
         out[k] = float(np.mean(hits))
     return out
-
-
-def tfidf(queries: list[str], docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    tok = lambda s: re.findall(r"\w+", s.lower())  # noqa: E731
-    vocab: dict[str, int] = {}
-    dtoks = [tok(s) for s in docs]
-    for d in dtoks:
-        for w in d:
-            vocab.setdefault(w, len(vocab))
-
-    def counts(toks_list):
-        m = np.zeros((len(toks_list), len(vocab)))
-        for i, toks in enumerate(toks_list):
-            for w in toks:
-                j = vocab.get(w)
-                if j is not None:
-                    m[i, j] += 1
-        return m
-
-    dm, qm = counts(dtoks), counts([tok(s) for s in queries])
-    df = (dm > 0).sum(0)
-    idf = np.log((1 + len(docs)) / (1 + df)) + 1
-
-    def weigh(m):
-        m = np.where(m > 0, 1 + np.log(np.maximum(m, 1)), 0) * idf
-        return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
-
-    return weigh(qm), weigh(dm)
 
 
 def best_times(fns, repeat: int = 7) -> list[float]:
@@ -135,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if default is None:
             default = enc
     t0 = time.perf_counter()
-    qa, da = tfidf(queries, docs)
+    qa, da = tfidf(queries, fit_on=docs), tfidf(docs)
     r = recall(qa @ da.T, docs)
     rows.append(("TF-IDF cosine (numpy)", r[1], r[10], time.perf_counter() - t0, None))
 

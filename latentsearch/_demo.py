@@ -15,19 +15,10 @@ from . import _store
 from ._collection import Collection, open_collection
 from ._errors import CollectionNotFound, CorruptCollection
 from ._evaluate import evaluate
-from ._hit import Hit
+from ._hit import hits_table
 
 IMAGE_QUERIES = (7, 4321)
 TEXT_QUERIES = ("bushfires near Sydney", "cricket test match at the MCG")
-
-
-def _table(hits: list[Hit]) -> list[str]:
-    lines = [f"  {'rank':>4}  {'id':>6}  {'distance':>8}  {'label':<6}  text"]
-    for rank, h in enumerate(hits, 1):
-        text = " ".join((h.text or h.source or "").split())
-        text = text[:77] + "..." if len(text) > 80 else text
-        lines.append(f"  {rank:>4}  {h.id:>6}  {h.distance:>8.4f}  {h.label or '':<6}  {text}")
-    return lines
 
 
 def _existing(name: str, root: Path, rebuild: bool) -> Collection | None:
@@ -81,13 +72,13 @@ def run_demo(root=None, rebuild: bool = False, epochs: int | None = None,
         hits = mnist.neighbors(item, k=8)
         same = sum(h.label == label for h in hits)
         echo(f"\n  mnist: neighbours of item {item} (a {label}): {same} of {len(hits)} are {label}s")
-        for line in _table(hits):
+        for line in hits_table(hits, indent="  "):
             echo(line)
         if item == IMAGE_QUERIES[0]:
             write_query_grid(mnist, grid, hits, query_id=item)
     for text in TEXT_QUERIES:
         echo(f'\n  news: "{text}"')
-        for line in _table(news.search(text, k=5)):
+        for line in hits_table(news.search(text, k=5), indent="  "):
             echo(line)
 
     echo("\n[4/4] does closeness mean similarity? evaluate mnist (1,000 seeded queries)\n")

@@ -103,12 +103,22 @@ def _agreement(nbr_rows: np.ndarray, labels: np.ndarray, query_rows: np.ndarray)
     return agreement, votes / len(nbr_rows), by_rank
 
 
-def tfidf(texts: list[str], max_features: int = 20_000) -> np.ndarray:
-    """Dense TF-IDF rows (sublinear tf, smooth idf, unit length) over lower-cased words."""
-    tokens = [re.findall(r"\w+", t.lower()) for t in texts]
-    df = Counter(w for toks in tokens for w in set(toks))
+def tfidf(
+    texts: list[str], max_features: int = 20_000, fit_on: list[str] | None = None
+) -> np.ndarray:
+    """Dense TF-IDF rows (sublinear tf, smooth idf, unit length) over lower-cased words.
+
+    Vocabulary and idf come from ``fit_on`` (default: ``texts`` themselves), so queries can
+    be weighed by a collection's statistics.
+    """
+    def words(t: str) -> list[str]:
+        return re.findall(r"\w+", t.lower())
+
+    corpus = [words(t) for t in (texts if fit_on is None else fit_on)]
+    tokens = corpus if fit_on is None else [words(t) for t in texts]
+    df = Counter(w for toks in corpus for w in set(toks))
     vocab = {w: i for i, (w, _) in enumerate(df.most_common(max_features))}
-    idf = np.log((1 + len(texts)) / (1 + np.array([df[w] for w in vocab], dtype=np.float64))) + 1
+    idf = np.log((1 + len(corpus)) / (1 + np.array([df[w] for w in vocab], dtype=np.float64))) + 1
     out = np.zeros((len(texts), len(vocab)), dtype=np.float32)
     for r, toks in enumerate(tokens):
         for w, c in Counter(toks).items():

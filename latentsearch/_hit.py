@@ -23,3 +23,18 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def hits_table(hits: list[Hit], indent: str = "") -> list[str]:
+    """Hits as terminal lines: rank, id, distance, label, the first 80 characters of the text
+    (or the source file). What ``query`` and the demo print."""
+    if not hits:
+        return [f"{indent}no results"]
+    lines = [f"{indent}{'rank':>4}  {'id':>8}  {'distance':>9}  {'label':<10}  text/source"]
+    for rank, h in enumerate(hits, 1):
+        what = " ".join((h.text if h.text is not None else (h.source or "")).split())
+        if len(what) > 80:
+            what = what[:79] + "…"
+        label = "" if h.label is None else h.label
+        lines.append(f"{indent}{rank:>4}  {h.id:>8}  {h.distance:>9.4f}  {label:<10.10}  {what}")
+    return lines

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._evaluate import CURVE_K
+from ._evaluate import CURVE_K, _pca
 from ._images import _draw_text, _text_width, encode_png
 
 # Tableau-10 palette, then grey for the rest.
@@ -37,19 +37,12 @@ def _frame(canvas, x0, y0, x1, y1, color=(90, 90, 90)) -> None:
     canvas[y0:y1 + 1, x1] = color
 
 
-def project_2d(vectors: np.ndarray) -> np.ndarray:
-    """Rows on their first two principal components."""
-    centred = vectors - vectors.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T
-
-
 def write_report_png(path: str | os.PathLike, report, vectors: np.ndarray,
                      labels: list[str | None], *, max_points: int = 3000, seed: int = 0) -> Path:
     """Draw the two panels for ``report`` (an evaluate Report) and write them as one PNG."""
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(vectors), min(max_points, len(vectors)), replace=False)
-    xy = project_2d(np.asarray(vectors, dtype=np.float64)[rows])
+    xy = _pca(np.asarray(vectors, dtype=np.float64)[rows], 2)  # the first two components
     labs = [labels[r] for r in rows]
     names = sorted({lab for lab in labs if lab is not None}, key=_natural)
     colors = {name: (PALETTE[i] if i < len(PALETTE) else OTHER) for i, name in enumerate(names)}

@@ -230,21 +230,9 @@ def query(name, root, item_id, image, text, vector, k, where, as_json, grid) -> 
     if as_json:
         _echo_json({"query": described, "hits": [h.to_dict() for h in hits]})
         return
-    _print_hits(hits)
+    from latentsearch._hit import hits_table
 
-
-def _print_hits(hits: list[ls.Hit]) -> None:
-    if not hits:
-        click.echo("no results")
-        return
-    click.echo(f"{'rank':>4}  {'id':>8}  {'distance':>9}  {'label':<10}  text/source")
-    for rank, h in enumerate(hits, 1):
-        what = h.text if h.text is not None else (h.source or "")
-        what = " ".join(what.split())
-        if len(what) > 80:
-            what = what[:79] + "…"
-        label = "" if h.label is None else h.label
-        click.echo(f"{rank:>4}  {h.id:>8}  {h.distance:>9.4f}  {label:<10.10}  {what}")
+    click.echo("\n".join(hits_table(hits)))
 
 
 # -- changing ------------------------------------------------------------------------------
