@@ -29,7 +29,7 @@ from ._errors import (
     InvalidInput,
     UnknownId,
 )
-from ._hit import Hit
+from ._hit import Hit, label_text
 from .encoders._vectors import VectorEncoder, as_vectors
 
 __all__ = ["Collection", "open_collection", "build_vectors", "create", "list_collections"]
@@ -47,10 +47,10 @@ def _progress(message: str, quiet: bool) -> None:
 def _labels_as_text(labels, n: int) -> list[str | None]:
     if labels is None:
         return [None] * n
-    labels = list(np.asarray(labels).tolist()) if isinstance(labels, np.ndarray) else list(labels)
+    labels = list(labels)
     if len(labels) != n:
         raise InvalidInput(f"got {len(labels)} labels for {n} items")
-    return [None if lab is None else str(lab) for lab in labels]
+    return [None if lab is None else label_text(lab) for lab in labels]
 
 
 class Collection:
@@ -377,7 +377,7 @@ class Collection:
         """Load ``source`` the way ``build`` does for this modality and append its items."""
         from . import _sources
 
-        vecs, records, images = _sources.encode_source(self, source, labels, quiet=quiet)
+        vecs, records, images = _sources.encode_source(self, source, labels)
         return self.add_vectors(vecs, records, images=images, wait=wait, quiet=quiet)
 
     def add_vectors(self, vecs: np.ndarray, records: Sequence[Record], *,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True, slots=True)
 class Hit:
@@ -38,3 +40,12 @@ def hits_table(hits: list[Hit], indent: str = "") -> list[str]:
         label = "" if h.label is None else h.label
         lines.append(f"{indent}{rank:>4}  {h.id:>8}  {h.distance:>9.4f}  {label:<10.10}  {what}")
     return lines
+
+
+def label_text(value: Any) -> str:
+    """A label as stored: text; bytes decoded, whole floats without ".0" (3.0 -> "3")."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (np.floating, float)) and float(value).is_integer():
+        return str(int(value))
+    return str(value.item() if hasattr(value, "item") else value)

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._errors import DimensionMismatch, InvalidInput
+from ._hit import label_text
 from ._tf import import_keras, import_tensorflow
 
 __all__ = [
@@ -208,7 +209,7 @@ def image_header_size(path: Path) -> tuple[str, int, int] | None:
     decoding it; None when the header is not recognised."""
     with open(path, "rb") as f:
         head = f.read(32)
-        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and len(head) >= 24:
             w, h = struct.unpack(">II", head[16:24])
             return "png", w, h
         if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
@@ -580,19 +581,11 @@ def _array_file(path: Path, size: int, channels: int, limit: int | None) -> Imag
         labels = np.asarray(labels).reshape(-1)
         if len(labels) < n:
             raise InvalidInput(f"{path}: {len(labels)} labels for {len(x)} images")
-        label_list = [_label_str(v) for v in labels[:n]]
+        label_list = [label_text(v) for v in labels[:n]]
     else:
         label_list = [None] * n
     images = conform_images(x, size=size, channels=channels, what=f"images in {path}")
     return ImageSet(images, label_list, [None] * n)
-
-
-def _label_str(v: Any) -> str:
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, (np.floating, float)) and float(v).is_integer():
-        return str(int(v))
-    return str(v.item() if hasattr(v, "item") else v)
 
 
 def load_image_source(
@@ -764,7 +757,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
     ihdr = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n"
+        _PNG_SIGNATURE
         + _png_chunk(b"IHDR", ihdr)
         + _png_chunk(b"IDAT", zlib.compress(raw, 9))
         + _png_chunk(b"IEND", b"")

@@ -38,10 +38,9 @@ import numpy as np
 
 from ._errors import IndexSpecError, InvalidInput
 
-__all__ = ["METRICS", "SPECS", "IndexPlan", "plan", "build", "apply", "tune", "search", "exact_search"]
+__all__ = ["METRICS", "IndexPlan", "plan", "build", "apply", "tune", "search", "exact_search"]
 
 METRICS = ("l2", "cosine")
-SPECS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 # Every index must give recall@10 >= 0.95; tuning aims at 0.97 on its own sample, since
 # recall on new queries came out up to ~0.015 lower than on the tuning sample.
 TUNE_TARGET = 0.97

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import encoders as _encoders
 from ._collection import Collection, Record, _labels_as_text, create, load_npy
+from ._hit import label_text
 from ._collection import _progress as _say
 from ._errors import InvalidInput
 from ._tf import import_tensorflow
@@ -28,13 +29,10 @@ def load_labels(path: str | os.PathLike) -> list[str]:
     """Labels from a .npy array or a text file with one label a line."""
     p = Path(path)
     if p.suffix == ".npy":
-        return [str(x) for x in load_npy(p).reshape(-1).tolist()]
-    try:
-        return p.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InvalidInput(f"no such labels file: {p}") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"labels file {p} is not UTF-8: {exc}") from None
+        return [label_text(x) for x in load_npy(p).reshape(-1)]
+    from ._texts import _read_text  # strict UTF-8, BOM dropped, NUL refused, lines named
+
+    return _read_text(p, str(p)).splitlines()
 
 
 def _image_color(config: dict[str, Any]) -> str:
@@ -67,8 +65,6 @@ def build_images(
 
     source = os.fspath(source)
     name = name or _default_name(source)
-    if color not in ("gray", "rgb"):
-        raise InvalidInput(f"color must be 'gray' or 'rgb', got {color!r}")
     cls = _encoders.get(encoder)
     if cls.modality != "image":
         raise InvalidInput(f"encoder {encoder!r} is not an image encoder (use conv or dense)")
@@ -127,7 +123,6 @@ def build_text(
 
 def encode_source(
     col: Collection, source: str | os.PathLike, labels: Sequence[Any] | str | None = None,
-    *, quiet: bool = True,
 ) -> tuple[np.ndarray, list[Record], np.ndarray | None]:
     """Load ``source`` as ``build`` would for ``col``'s modality and encode it.
 

@@ -92,7 +92,7 @@ def _field(value, shown: str, line: int, name: str) -> str | None:
     return str(value)
 
 
-def _load_txt(text: str, shown: str, source: str) -> TextSet:
+def _load_txt(text: str, source: str) -> TextSet:
     out = TextSet([])
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -168,7 +168,7 @@ def load_text_source(source: str | Path) -> TextSet:
     """Read a text SOURCE (``news``, .txt, .jsonl or .csv); see the module docstring."""
     shown = str(source)
     if shown == "news":
-        return _load_txt(_read_text(NEWS_PATH, "news"), "news", "news")
+        return _load_txt(_read_text(NEWS_PATH, "news"), "news")
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -181,7 +181,7 @@ def load_text_source(source: str | Path) -> TextSet:
         )
     text = _read_text(path, shown)
     if suffix == ".txt":
-        items = _load_txt(text, shown, shown)
+        items = _load_txt(text, shown)
     elif suffix == ".jsonl":
         items = _load_jsonl(text, shown)
     else:

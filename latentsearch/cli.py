@@ -17,6 +17,7 @@ import click
 
 import latentsearch as ls
 from latentsearch._errors import InvalidInput, LatentSearchError
+from latentsearch._index import METRICS
 
 ROOT = click.option(
     "--root", type=click.Path(file_okay=False), default=None,
@@ -71,7 +72,7 @@ def build() -> None:
 @click.option("--name", help="Collection name (default: the file's stem).")
 @ROOT
 @INDEX
-@click.option("--metric", type=click.Choice(["l2", "cosine"]), default="l2", show_default=True)
+@click.option("--metric", type=click.Choice(METRICS), default="l2", show_default=True)
 @OVERWRITE
 @QUIET
 def build_vectors_cmd(file, labels, name, root, index_spec, metric, overwrite, quiet) -> None:
@@ -101,7 +102,7 @@ def build_vectors_cmd(file, labels, name, root, index_spec, metric, overwrite, q
 @click.option("--epochs", type=click.IntRange(1, 10_000), default=None,
               help="Training epochs (default: the encoder's, with early stopping).")
 @INDEX
-@click.option("--metric", type=click.Choice(["l2", "cosine"]), default=None,
+@click.option("--metric", type=click.Choice(METRICS), default=None,
               help="Default: what the encoder recommends for its latents.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @OVERWRITE
@@ -133,7 +134,7 @@ def build_images_cmd(source, name, root, encoder, latent_dim, size, color, epoch
 @click.option("--train-extra", type=click.Path(dir_okay=False),
               help="More text to train the embeddings on (not indexed).")
 @INDEX
-@click.option("--metric", type=click.Choice(["l2", "cosine"]), default="cosine", show_default=True)
+@click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @OVERWRITE
 @QUIET

@@ -69,11 +69,6 @@ NUMPY_BATCH = 256
 KERAS_MIN_BATCH = 1024
 
 
-def _keras():
-    """Import Keras (and TensorFlow) quietly, on first use."""
-    return import_keras()
-
-
 def _progress_callback(keras, name: str, max_epochs: int):
     """One line per epoch on stderr (Keras' own verbose output goes to stdout)."""
 
@@ -533,15 +528,6 @@ class _ImageAutoencoder(Encoder):
             self._call = call
         return self._call
 
-    def encode_keras(self, items: Any) -> np.ndarray:
-        """``encode`` through the Keras model (the reference the numpy pass is checked on)."""
-        x = self.conform(items)
-        forward = self._forward()
-        out = np.empty((len(x), self._latent_dim), dtype=np.float32)
-        for start in range(0, len(x), ENCODE_BATCH):
-            out[start : start + ENCODE_BATCH] = forward(_scale(x[start : start + ENCODE_BATCH])).numpy()
-        return out
-
     def _keras_is_faster(self, n: int) -> bool:
         """Large batches go through Keras when TensorFlow is already imported (right after
         training, say): its convolutions ran ~7x faster than numpy's on the 5,000 digits
@@ -631,7 +617,7 @@ class _ImageAutoencoder(Encoder):
         if folder is None:
             raise EncoderError("the encoder has no Keras model to load")
         path = Path(folder) / MODEL_FILE
-        keras = _keras()
+        keras = import_keras()
         try:
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
         except Exception as exc:
@@ -685,9 +671,9 @@ class _ImageAutoencoder(Encoder):
         if max_epochs < 1:
             raise InvalidInput(f"epochs must be at least 1, got {max_epochs}")
         size, channels = int(arr.shape[1]), int(arr.shape[3])
-        x = conform_images(arr, size=size, channels=channels).astype(np.float32) / 255.0
+        x = _scale(conform_images(arr, size=size, channels=channels))
 
-        keras = _keras()
+        keras = import_keras()
         keras.utils.set_random_seed(int(seed))
         order = np.random.default_rng(int(seed)).permutation(n)
         n_val = int(round(n * cls.validation_share)) if n >= 20 else 0

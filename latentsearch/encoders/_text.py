@@ -125,6 +125,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import EncoderError, InvalidInput
+from .._tf import import_keras, import_tensorflow
 from ._base import Encoder
 
 #: tokens per item that are encoded; the rest of a longer item is ignored (documented)
@@ -153,8 +154,7 @@ NGRAM_MIN_WORDS = 2
 
 def _standardize(x):
     """Lower-case (UTF-8 aware) and turn punctuation and symbols into spaces."""
-    import tensorflow as tf
-
+    tf = import_tensorflow()
     return tf.strings.regex_replace(tf.strings.lower(x, encoding="utf-8"), _PUNCT, " ")
 
 
@@ -223,7 +223,7 @@ def _layers() -> dict[str, Any]:
     """Define (once) and register the custom Keras layers; imports Keras lazily."""
     if _LAYERS:
         return _LAYERS
-    import keras
+    keras = import_keras()
     from keras import ops
 
     @keras.saving.register_keras_serializable(package="latentsearch")
@@ -305,8 +305,7 @@ def _layers() -> dict[str, Any]:
 
 def _build_core(vocab_size: int, dim: int, sublinear_tf: bool):
     """The saved model: token ids (batch, tokens) -> [unit vector (batch, dim), known count]."""
-    import keras
-
+    keras = import_keras()
     layers = _layers()
     ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     cut = layers["TruncateTokens"](MAX_TOKENS, name="truncate")(ids)
@@ -325,8 +324,7 @@ def _build_core(vocab_size: int, dim: int, sublinear_tf: bool):
 
 
 def _vectorizer(words: list[str]):
-    import keras
-
+    keras = import_keras()
     return keras.layers.TextVectorization(
         standardize=_standardize,
         split="whitespace",
@@ -338,8 +336,7 @@ def _vectorizer(words: list[str]):
 
 def _full_model(vectorizer, core):
     """Strings (batch,) -> [vectors, known counts]: the one model ``encode`` calls."""
-    import keras
-
+    keras = import_keras()
     text = keras.Input(shape=(1,), dtype="string", name="text")
     ids = vectorizer(text)
     vec, known = core(ids)
@@ -348,8 +345,6 @@ def _full_model(vectorizer, core):
 
 def _load_core(path: Path):
     """``model.keras`` (the token-id model) through Keras, ``safe_mode=True``."""
-    from .._tf import import_keras
-
     keras = import_keras()
     _layers()
     try:
@@ -479,8 +474,6 @@ class TextEncoder(Encoder):
         """The Keras model (string tensor (n, 1) -> [vectors, known counts]) that the numpy
         path of ``encode`` reproduces; built on first use (imports TensorFlow)."""
         if self._model is None:
-            from .._tf import import_tensorflow
-
             import_tensorflow()
             self._model = _full_model(_vectorizer(self._words), self._keras_core())
         return self._model
@@ -531,9 +524,8 @@ class TextEncoder(Encoder):
         say = _Progress(quiet)
         t0 = time.perf_counter()
 
-        import keras
-        import tensorflow as tf
-
+        tf = import_tensorflow()  # quietly, whoever calls fit
+        keras = import_keras()
         keras.utils.set_random_seed(seed)
         rng = np.random.default_rng(seed)
 
