@@ -14,7 +14,8 @@ with raw FAISS run on the collection's own index.faiss with the same parameters:
 * peak resident memory of a fresh process that opens a collection and answers queries;
 * cold-process wall time of ``latentsearch query NAME --id 0`` (and ``--image``/``--text`` on
   encoder collections, when they can be built), beside ``python -c "import faiss"``;
-* ``add`` of 1,000 vectors beside a full rebuild, ``remove`` on a graph index;
+* successive ``add`` of 1,000 vectors (delta segments, then a compaction) beside a full
+  rebuild, and search speed with 10,000 items in deltas; ``remove`` on each index type;
 * how everything grows from the smallest size to the largest.
 
 Tables go to stdout and to ``--out`` (benchmarks/RESULTS.md); progress to stderr. Data and
@@ -473,26 +474,60 @@ def _cli() -> list[str]:
 # -- add / remove -------------------------------------------------------------------------------
 
 
-def add_vs_rebuild(ls, n, x, col, extra, root: Path, reps: int) -> dict:
-    out: dict = {"n": n, "spec": col.manifest["index"]["spec"], "factory": col.manifest["index"]["factory"]}
-    times, grown = [], None
-    for rep in range(reps):
-        dst = root / "addcopy"
-        shutil.rmtree(dst, ignore_errors=True)
-        shutil.copytree(col.path, dst)
-        c = ls.open(str(dst))
-        before = c.info["bytes"]
+ADDS = 11  # successive adds of 1,000: ten fill the delta segments to DELTA_LIMIT, the 11th compacts
+
+
+def _query_speed(col, Q) -> tuple[float, float]:
+    """(batch q/s median of 3, single-query p50 µs over 300 queries) of ``col`` as it is."""
+    runs = []
+    for _ in range(3):
+        with Timer() as t:
+            col.search_batch(Q, k=K)
+        runs.append(len(Q) / t.s)
+    single = []
+    for q in Q[:300]:
+        t0 = time.perf_counter()
+        col.search(q, k=K)
+        single.append(time.perf_counter() - t0)
+    return median(runs), median(single) * 1e6
+
+
+def add_vs_rebuild(ls, n, x, col, extra, Q, root: Path) -> dict:
+    """Successive adds of 1,000 to a copy of the ``auto`` collection, beside a full rebuild.
+
+    Adds go to delta segments (written in proportion to the batch) until they would pass
+    DELTA_LIMIT; that add compacts (rewrites the main files). Search speed is measured with
+    10,000 items in deltas and again after the compaction."""
+    from latentsearch import _collection
+
+    out: dict = {"n": n, "spec": col.manifest["index"]["spec"], "factory": col.manifest["index"]["factory"],
+                 "delta_limit": _collection.DELTA_LIMIT}
+    dst = root / "addcopy"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(col.path, dst)
+    c = ls.open(str(dst))
+    out["bytes_before"] = c.info["bytes"]
+    out["qps_before"], out["p50_before"] = _query_speed(c, Q)
+    times, kinds = [], []
+    for i in range(ADDS):
         with Timer() as t:
             c.add(extra)
+        kinds.append("delta" if c.info["deltas"]["items"] else "compaction")
         times.append(t.s)
-        grown = c.info["bytes"], before, len(c)
-        del c
-        gc.collect()
-        shutil.rmtree(dst, ignore_errors=True)
-        log(f"n={n:,} add 1,000 #{rep + 1}: {t.s:.2f}s")
-    out["add_s"] = median(times)
-    out["add_times"] = times
-    out["bytes_after"], out["bytes_before"], out["count_after"] = grown
+        log(f"n={n:,} add 1,000 #{i + 1}: {t.s:.3f}s ({kinds[-1]}, {c.info['deltas']['items']:,} in deltas)")
+        if i == ADDS - 2:
+            out["deltas_items"] = c.info["deltas"]["items"]
+            out["qps_deltas"], out["p50_deltas"] = _query_speed(c, Q)
+    out["qps_after"], out["p50_after"] = _query_speed(c, Q)
+    out["add_times"], out["add_kinds"] = times, kinds
+    appends = [t for t, k in zip(times, kinds) if k == "delta"]
+    out["add_s"] = median(appends) if appends else None
+    out["compaction_s"] = max((t for t, k in zip(times, kinds) if k == "compaction"), default=None)
+    out["mean_s"] = sum(times) / len(times)
+    out["bytes_after"], out["count_after"] = c.info["bytes"], len(c)
+    del c
+    gc.collect()
+    shutil.rmtree(dst, ignore_errors=True)
     log(f"n={n:,} full rebuild of {n + len(extra):,} ({out['spec']})")
     with Timer() as t:
         c = ls.build_vectors(np.concatenate([x, extra]), name="rebuild", root=str(root),
@@ -500,7 +535,7 @@ def add_vs_rebuild(ls, n, x, col, extra, root: Path, reps: int) -> dict:
     out["rebuild_s"] = t.s
     del c
     shutil.rmtree(root / "rebuild", ignore_errors=True)
-    out["ratio"] = out["add_s"] / out["rebuild_s"]
+    out["ratio"] = out["add_s"] / out["rebuild_s"] if out["add_s"] else None
     return out
 
 
@@ -667,8 +702,7 @@ def run(args) -> dict:
             cold_cmds[f"query --id 0 ({spec}, n={n:,})"] = cli + ["query", spec, "--id", "0", "--root", str(root)]
         # add vs rebuild, remove
         if "auto" in cols:
-            a = _guard(R, f"n={n} add", add_vs_rebuild, ls, n, x, cols["auto"], extra, root,
-                       args.add_reps)
+            a = _guard(R, f"n={n} add", add_vs_rebuild, ls, n, x, cols["auto"], extra, Q, root)
             if a:
                 R["add"].append(a)
         if n == sizes[0]:
@@ -876,14 +910,27 @@ def render(R: dict) -> str:
                  "faiss.read_index s", "sqlite SELECT count(*) s", "ls.open(verify=False) s", "neighbors(0) s", "TensorFlow imported"], rows))
         w("")
 
-    w("## 6. `add` of 1,000 vectors beside a full rebuild\n")
-    w(table(["n", "collection", "add 1,000 s (median)", "runs", "full rebuild of n+1,000 s", "add / rebuild",
-             "collection MB before -> after"],
-            [[n_fmt(a["n"]), f"{a['spec']} ({a['factory']})", _f(a["add_s"], "{:.2f}"),
-              ", ".join(f"{t:.2f}" for t in a["add_times"]), _f(a["rebuild_s"], "{:.1f}"),
-              _f(a["ratio"], "{:.3f}"), f"{_mb(a['bytes_before'])} -> {_mb(a['bytes_after'])}"] for a in R["add"]]))
-    w("\nEach `add` runs on a fresh copy of the collection folder. The DESIGN asks for a cost in "
-      "proportion to the batch: compare the add time across sizes.\n")
+    w("## 6. `add` of 1,000 vectors: delta segments, compaction, beside a full rebuild\n")
+    w(table(["n", "collection", "add 1,000 to a delta s (median)", "add that compacts s",
+             "mean per add over the sequence s", "full rebuild of n+1,000 s", "delta add / rebuild",
+             "every add s (d = delta, C = compaction)"],
+            [[n_fmt(a["n"]), f"{a['spec']} ({a['factory']})", _f(a["add_s"], "{:.3f}"),
+              _f(a["compaction_s"], "{:.2f}"), _f(a["mean_s"], "{:.3f}"), _f(a["rebuild_s"], "{:.1f}"),
+              _f(a["ratio"], "{:.4f}"),
+              " ".join(f"{t:.3f}{'d' if k == 'delta' else 'C'}" for t, k in zip(a["add_times"], a["add_kinds"]))]
+             for a in R["add"]]))
+    w(f"\nOn a copy of the `auto` collection, {ADDS} successive adds of the same 1,000 vectors. An "
+      "add writes a delta segment (its vectors, ids, records) and the manifest, in proportion to "
+      "the batch; the add that would put more than DELTA_LIMIT items in deltas folds them all "
+      "into the main index and files (a compaction: every file rewritten).\n")
+    w(table(["n", "items in deltas", "q/s batch 1,000: no deltas / with deltas / compacted",
+             "single query p50 µs: no deltas / with deltas / compacted"],
+            [[n_fmt(a["n"]), f"{a.get('deltas_items', 0):,}",
+              f"{a['qps_before']:,.0f} / {a['qps_deltas']:,.0f} / {a['qps_after']:,.0f}",
+              f"{a['p50_before']:.0f} / {a['p50_deltas']:.0f} / {a['p50_after']:.0f}"]
+             for a in R["add"] if "qps_deltas" in a]))
+    w("\nSearch with deltas: the index answers for the main segment and exact search over the "
+      "deltas is merged in. The added vectors here are one repeated batch (timing only).\n")
     if R["remove"]:
         w("### `remove` of 10 ids (copy of the collection)\n")
         w(table(["n", "spec", "factory", "remove s"],
@@ -995,7 +1042,6 @@ def main(argv=None) -> None:
     args.sizes = sorted(set(args.sizes))
     args.single = args.single or (200 if args.quick else 500)
     args.cold_runs = args.cold_runs or (3 if args.quick else 5)
-    args.add_reps = 3
     work = Path(args.work)
     if str(work.resolve()).startswith(str(Path(__file__).resolve().parents[1])):
         p.error("--work must be outside the repository")

@@ -76,8 +76,7 @@ _BASELINE_NAMES = {"chance": "chance", "raw": "raw input, exact", "pca": "PCA of
 
 
 def _labels_of(col, ids: np.ndarray) -> np.ndarray:
-    rows = dict(col._records.execute("SELECT id, label FROM records"))
-    return np.array([rows.get(int(i)) for i in ids], dtype=object)
+    return np.array([hit.label for hit in col.get(ids)], dtype=object)
 
 
 def _neighbours(base: np.ndarray, queries_rows: np.ndarray, k: int, metric: str):
@@ -131,9 +130,9 @@ def tfidf(
 def _raw_input(col) -> tuple[np.ndarray | None, str, str | None]:
     """(raw matrix aligned with col.ids(), its metric, or None and why)."""
     if col.modality == "image":
-        if col._images is None:
+        if "images" not in col.manifest["files"]:
             return None, "l2", "the collection keeps no images"
-        raw = np.asarray(col._images, dtype=np.float32).reshape(len(col), -1) / 255.0
+        raw = col.images(col.ids()).astype(np.float32).reshape(len(col), -1) / 255.0
         return raw, "l2", None
     if col.modality == "text":
         texts = [h.text or "" for h in col.get(col.ids())]
@@ -157,7 +156,7 @@ def evaluate(col, k: int = 10, sample: int = 1000, seed: int = 0) -> Report:
     if n < 2:
         raise InvalidInput(f"collection {col.name} has {n} items: evaluation needs at least 2")
     ids = col.ids()
-    vectors = np.asarray(col._vectors)
+    vectors = col.vectors()
     rng = np.random.default_rng(seed)
     query_rows = np.sort(rng.choice(n, min(sample, n), replace=False))
     k_eff = min(k, n - 1)

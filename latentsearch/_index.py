@@ -343,11 +343,12 @@ def exact_search(
     fm = faiss_metric(metric)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     parts_d, parts_i = [], []
-    for start in range(0, len(vectors), chunk):  # bounded memory over memory-mapped vectors
-        block = np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32)
-        d, rows = faiss.knn(queries, block, min(k_eff, len(block)), metric=fm)
-        parts_d.append(d)
-        parts_i.append(rows + start)
+    with _threads_for(len(queries)):
+        for start in range(0, len(vectors), chunk):  # bounded memory over memory-mapped vectors
+            block = np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32)
+            d, rows = faiss.knn(queries, block, min(k_eff, len(block)), metric=fm)
+            parts_d.append(d)
+            parts_i.append(rows + start)
     d, rows = np.concatenate(parts_d, axis=1), np.concatenate(parts_i, axis=1)
     if len(parts_d) > 1:
         order = np.argsort(d if metric == "l2" else -d, axis=1, kind="stable")[:, :k_eff]

@@ -49,9 +49,10 @@ from ._errors import (
     UnsupportedFormat,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this code reads; see format_version()
 MANIFEST = "manifest.json"
 LOCK = ".lock"
+_DELTA_RE = re.compile(r"^delta-[0-9]{6,}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REQUIRED = {
     "format_version": int,
@@ -171,7 +172,23 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         ):
             raise CorruptCollection(f"{path}: files[{part!r}] must have 'path' and 'sha256'")
         _inside(folder, entry["path"])
+    deltas = manifest.setdefault("deltas", [])
+    if not (
+        isinstance(deltas, list)
+        and all(
+            isinstance(d, dict) and isinstance(d.get("name"), str) and _DELTA_RE.match(d["name"])
+            and type(d.get("count")) is int and d["count"] > 0
+            for d in deltas
+        )
+        and sum(d["count"] for d in deltas) <= manifest["count"]
+    ):
+        raise CorruptCollection(f"{path}: field 'deltas' must list segments with a name and count")
     return manifest
+
+
+def format_version(manifest: dict[str, Any]) -> int:
+    """2 when the collection has delta segments (readers of version 1 would miss them), else 1."""
+    return 2 if manifest.get("deltas") else 1
 
 
 def _inside(folder: Path, rel: str) -> Path:

@@ -276,6 +276,28 @@ def remove(name, ids, root, wait) -> None:
     click.echo(f"removed {n} items from {col.name}; now {len(col)} items")
 
 
+@main.command()
+@click.argument("name")
+@ROOT
+@WAIT
+@QUIET
+def compact(name, root, wait, quiet) -> None:
+    """Fold the items added since the last compaction into the main index.
+
+    Adds are appended as small delta segments searched exactly beside the index; they are
+    folded in automatically once they hold 10,000 items. Compacting rewrites every file.
+
+    \b
+    Example:
+      latentsearch compact emb
+    """
+    col = ls.open(name, root)
+    pending = col.info["deltas"]["items"]
+    col.compact(wait=wait, quiet=quiet)
+    click.echo(f"compacted {col.name}: {pending} delta items folded into "
+               f"{col.manifest['index']['factory']}; now {len(col)} items")
+
+
 # -- looking -------------------------------------------------------------------------------
 
 

@@ -73,6 +73,20 @@ def test_contract(spec, metric, data, root):
     first = col.search(extra[7], k=1)[0]
     assert first.id == N + 7 and first.distance < 1e-3 and first.label == str(extra_labels[7])
 
+    # the added items sit in a delta segment, searched exactly beside the index
+    assert col.info["deltas"] == {"segments": 1, "items": len(extra)}
+    grown_x, grown_ids = np.concatenate([x, extra]), np.arange(N + len(extra))
+    truth_a, _ = numpy_exact(grown_x, grown_ids, queries, K, metric)
+    with_delta = col.search_batch(queries, k=K)
+    assert recall(with_delta, truth_a) >= (1.0 if spec == "flat" else 0.95)
+    assert any(h.id >= N for hits in with_delta for h in hits)
+    grown_labels = np.concatenate([labels, extra_labels])
+    sel = grown_labels == 3
+    truth_w, _ = numpy_exact(grown_x[sel], grown_ids[sel], queries[:20], K, metric)
+    filtered = col.search_batch(queries[:20], k=K, where={"label": 3})
+    assert all(h.label == "3" for hits in filtered for h in hits)
+    assert recall(filtered, truth_w) >= (1.0 if spec == "flat" else 0.95)
+
     # remove: gone from every answer, count updated, ids never reused
     gone = np.concatenate([np.arange(0, N, 97), new_ids[:50]])
     assert col.remove(gone) == len(gone)
@@ -102,6 +116,17 @@ def test_contract(spec, metric, data, root):
     assert again.ids().tolist() == all_ids[keep].tolist()
     more = again.add(extra[:2], labels=extra_labels[:2])
     assert more.tolist() == [N + len(extra), N + len(extra) + 1]
+
+    # compact: the delta folds into the index; answers as before (flat: identical)
+    before = again.search_batch(queries, k=K)
+    again.compact()
+    assert again.info["deltas"] == {"segments": 0, "items": 0}
+    assert again.ids().tolist() == all_ids[keep].tolist() + more.tolist()
+    compacted = again.search_batch(queries, k=K)
+    if spec == "flat":
+        assert hit_ids(compacted) == hit_ids(before)
+    else:
+        assert recall(compacted, np.array(hit_ids(before))) >= 0.95
 
 
 def test_auto_picks_flat_for_small_and_ivf_above_10k(root):

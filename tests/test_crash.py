@@ -34,19 +34,19 @@ def child(code: str, crash_after: int | None, **paths) -> int:
 
 
 def state(root, name="c"):
-    """(ids, vectors, labels) of the collection, or None if it does not exist."""
+    """(ids, vectors, labels, delta segments) of the collection, or None if it does not exist."""
     try:
         col = ls.open(name, root)  # verifies every checksum
     except ls.CollectionNotFound:
         return None
     ids = col.ids()
-    return ids.tolist(), col.vectors(), [h.label for h in col.get(ids)]
+    return ids.tolist(), col.vectors(), [h.label for h in col.get(ids)], col.info["deltas"]
 
 
 def same(a, b) -> bool:
     if a is None or b is None:
         return a is b
-    return a[0] == b[0] and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    return a[0] == b[0] and np.array_equal(a[1], b[1]) and a[2] == b[2] and a[3] == b[3]
 
 
 def crash_everywhere(tmp_path, code, setup, **files) -> int:
@@ -127,3 +127,28 @@ def test_killed_add_and_remove_leave_before_or_after(tmp_path, arrays):
     """
     trials += crash_everywhere(tmp_path / "r", remove, setup)
     assert trials >= 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("operation", [
+    "col.compact()",                                  # deltas folded into the index
+    "col.remove([1, 310])",                           # main and delta ids: a compaction
+    "col.remove([305, 330])",                         # delta ids only: deltas rewritten
+    "col.add(np.load({extra!r})[:5])",                # a third segment: merged (MAX_DELTAS=2)
+    "col.add(np.load({extra!r}))",                    # past DELTA_LIMIT=50: compaction
+])
+def test_killed_writes_with_delta_segments_leave_before_or_after(tmp_path, arrays, operation):
+    x, extra = np.load(arrays / "x.npy"), np.load(arrays / "extra.npy")
+
+    def setup(path):
+        col = ls.build_vectors(x, labels=list(range(N)), name="c", root=path, index="ivf")
+        col.add(extra[:20], labels=["a"] * 20)
+        col.add(extra[20:], labels=["b"] * (M - 20))
+        assert col.info["deltas"] == {"segments": 2, "items": M}
+
+    code = """
+        from latentsearch import _collection
+        _collection.DELTA_LIMIT, _collection.MAX_DELTAS = 50, 2
+        col = ls.open("c", {root!r})
+        """ + operation
+    assert crash_everywhere(tmp_path, code, setup, extra=str(arrays / "extra.npy")) >= 5

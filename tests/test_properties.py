@@ -1,4 +1,6 @@
-"""Property tests: any sequence of add / remove / search / reopen matches a plain numpy model."""
+"""Property tests: any sequence of add / remove / search / reopen / compact matches a plain
+numpy model, with the default delta-segment limits and with tiny ones (so that segments
+merge and compact within a few steps)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import latentsearch as ls
+from latentsearch import _collection
 
 DIM = 4
 vectors = st.lists(
@@ -23,6 +26,7 @@ ops = st.lists(
         st.tuples(st.just("remove"), st.integers(0, 40)),
         st.tuples(st.just("search"), st.lists(st.floats(-100, 100, width=32), min_size=DIM, max_size=DIM)),
         st.tuples(st.just("reopen"), st.none()),
+        st.tuples(st.just("compact"), st.none()),
     ),
     max_size=12,
 )
@@ -40,10 +44,13 @@ class Model:
         return [(i, d) for d, i in dist[:k]]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(start=vectors, steps=ops, spec=st.sampled_from(["flat", "hnsw", "ivf"]))
-def test_collection_matches_numpy_model(start, steps, spec):
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=vectors, steps=ops, spec=st.sampled_from(["flat", "hnsw", "ivf"]),
+       limits=st.sampled_from([(_collection.DELTA_LIMIT, _collection.MAX_DELTAS), (7, 2)]))
+def test_collection_matches_numpy_model(start, steps, spec, limits):
     root = Path(tempfile.mkdtemp())
+    saved = _collection.DELTA_LIMIT, _collection.MAX_DELTAS
+    _collection.DELTA_LIMIT, _collection.MAX_DELTAS = limits
     try:
         x = np.asarray(start, dtype=np.float32)
         col = ls.build_vectors(x, name="p", root=root, index=spec)
@@ -74,6 +81,9 @@ def test_collection_matches_numpy_model(start, steps, spec):
                 # same distances (ties may order ids differently)
                 np.testing.assert_allclose([d for _, d in got], [d for _, d in want],
                                            rtol=1e-4, atol=1e-3)
+            elif op == "compact":
+                col.compact()
+                assert col.info["deltas"]["items"] == 0
             else:
                 col = ls.open("p", root)
             assert len(col) == len(model.rows)
@@ -82,4 +92,5 @@ def test_collection_matches_numpy_model(start, steps, spec):
             ids = sorted(model.rows)
             np.testing.assert_array_equal(col.vectors(ids), np.stack([model.rows[i] for i in ids]))
     finally:
+        _collection.DELTA_LIMIT, _collection.MAX_DELTAS = saved
         shutil.rmtree(root, ignore_errors=True)
