@@ -876,7 +876,8 @@ def render(R: dict) -> str:
     w("\nRaw FAISS: a fresh process that reads the same index.faiss, memory-maps vectors.npy, "
       "searches the same queries (and gathers the re-rank candidates' vectors for ivfpq). "
       "IVFPQ precomputed table: the nlist x M x 256 float table FAISS builds in `read_index` "
-      "(`use_precomputed_table` is not stored, so the `np` of the factory string is lost on load).\n")
+      "(`use_precomputed_table` is not stored, so the `np` of the factory string is lost on load); "
+      "raw FAISS builds it, the engine reads with `IO_FLAG_SKIP_PRECOMPUTE_TABLE`.\n")
     w("")
 
     w("## 5. Cold processes (wall time, fresh process each run)\n")

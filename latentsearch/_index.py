@@ -225,23 +225,6 @@ def apply(index, params: dict[str, Any]) -> None:
         inner.nprobe = int(params["nprobe"])
 
 
-def drop_precomputed_tables(index) -> None:
-    """Free the nlist x M x 256 table FAISS rebuilds for IVFPQ when it reads an index.
-
-    The table is an optimisation that is not stored in index.faiss; for IVFPQ it was 2.7x
-    the index's own size (65 MB on a 25 MB index at 1M x 32), breaking the memory target,
-    while searching without it stayed within the target recall and speed here.
-    """
-    faiss = _faiss()
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None:
-        return
-    ivf = faiss.downcast_index(ivf)
-    if isinstance(ivf, faiss.IndexIVFPQ) and ivf.precomputed_table.size():
-        ivf.use_precomputed_table = -1
-        ivf.precomputed_table.resize(0)
-
-
 def _search_params(index, params: dict[str, Any], selector):
     """Typed FAISS search parameters for the inner index, carrying ``selector``."""
     faiss = _faiss()
