@@ -3,8 +3,13 @@
 A :class:`Collection` is a read view of one committed generation of a collection folder
 (see ``_store``): vectors memory-mapped, ids, the FAISS index, and the records database.
 The encoder is loaded only when an image or text must be encoded, so searching by id or by
-vector never imports TensorFlow. Writes (``add``, ``remove``) take the writer lock, build
-the next generation, commit it, and reload the view.
+vector never imports TensorFlow. Writes (``add``, ``remove``, ``compact``) take the writer
+lock, build the next generation, commit it, and reload the view.
+
+Segments: the *main* segment is what the FAISS index holds (vectors.npy, ids.npy,
+records.sqlite, images.npy). Each ``add`` appends a *delta* segment holding only its batch,
+searched exactly and merged with the index's answer; ids ascend across segments (main
+first), so an id's row is found by one binary search over them all. See DELTA_LIMIT.
 """
 
 from __future__ import annotations
@@ -110,18 +115,20 @@ class Collection:
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _load(self, *, reuse: bool = True) -> None:
+    def _load(self, *, reuse: bool = True, written: dict | None = None) -> None:
+        """Open the newest generation. ``written``: manifest file entries this process has
+        just written and hashed itself (no need to hash them again)."""
         for attempt in range(3):  # a writer may commit between reading the manifest and files
             manifest = _store.read_manifest(self.path)
             try:
-                self._load_generation(manifest, reuse=reuse)
+                self._load_generation(manifest, reuse=reuse, written=written or {})
                 return
             except CorruptCollection:
                 if attempt == 2 or _store.read_manifest(self.path) == manifest:
                     raise
         raise AssertionError("unreachable")
 
-    def _load_generation(self, manifest: dict[str, Any], *, reuse: bool) -> None:
+    def _load_generation(self, manifest: dict[str, Any], *, reuse: bool, written: dict) -> None:
         """Open the files ``manifest`` names; files already open under the same name and
         checksum are kept (committed files never change), so a reload after an add reads
         and verifies only the new delta segment."""
@@ -132,8 +139,9 @@ class Collection:
         ) and old["index"] == manifest["index"]
         if self._verify:
             fresh = {k: e for k, e in files.items()
-                     if not (old is not None and old["files"].get(k) == e
-                             and (same_main or k not in _MAIN_PARTS))}
+                     if written.get(k) != e
+                     and not (old is not None and old["files"].get(k) == e
+                              and (same_main or k not in _MAIN_PARTS))}
             _store.verify(self.path, {"files": fresh})
         main_count = manifest["count"] - sum(d["count"] for d in manifest["deltas"])
         if same_main:
@@ -639,7 +647,7 @@ class Collection:
         except BaseException:
             staging.discard()
             raise
-        self._load()
+        self._load(written=files)
 
     def _compact(self, *, added=None, delete: np.ndarray | None = None, quiet: bool = True) -> None:
         """Write the next generation with every delta (and ``added``) folded into the main
@@ -719,7 +727,7 @@ class Collection:
             staging.discard()
             self._load(reuse=False)  # the in-memory index may hold the uncommitted change
             raise
-        self._load(reuse=False)
+        self._load(reuse=False, written=files)
 
 
 BATCH = 100_000
