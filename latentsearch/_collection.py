@@ -54,8 +54,12 @@ _DELTA_PARTS = ("vectors", "ids", "records", "images")
 # they would hold more than DELTA_LIMIT items - exact search over 10,000 x 32-d adds about
 # 30 microseconds to a single query on this machine - and on remove() and compact(). At most
 # MAX_DELTAS segments exist; beyond that the deltas merge into one (O(delta)).
+# Removing items of the main segment lists their ids in removed-NNNNNN.npy (the index keeps
+# them, searches skip them through an id selector) until more than REMOVED_LIMIT, or a
+# quarter of the main segment, would be listed: then a compaction purges them.
 DELTA_LIMIT = 10_000
 MAX_DELTAS = 8
+REMOVED_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,13 @@ class Collection:
                      and not (old is not None and old["files"].get(k) == e
                               and (same_main or k not in _MAIN_PARTS))}
             _store.verify(self.path, {"files": fresh})
-        main_count = manifest["count"] - sum(d["count"] for d in manifest["deltas"])
+        removed = np.empty(0, np.int64)
+        if "removed" in files:
+            removed = _store.load_array(_store.file_path(self.path, manifest, "removed"), mmap=False)
+            if removed.ndim != 1 or removed.dtype != np.int64 or not len(removed) or (
+                    len(removed) > 1 and not (np.diff(removed) > 0).all()):
+                raise CorruptCollection(f"{self.path}: the removed ids file is malformed")
+        main_count = manifest["count"] - sum(d["count"] for d in manifest["deltas"]) + len(removed)
         if same_main:
             main = (self._vectors, self._main_ids, self._index, self._records, self._main_images)
         else:
@@ -157,12 +167,16 @@ class Collection:
         all_ids = np.concatenate([main[1], *[s.ids for s in deltas.values()]])
         if len(all_ids) > 1 and not (np.diff(all_ids) > 0).all():
             raise CorruptCollection(f"{self.path}: ids are not ascending across segments")
+        if len(removed) and not np.isin(removed, main[1]).all():
+            raise CorruptCollection(f"{self.path}: removed ids that the main segment does not hold")
         for con in self._unused_connections(main[3], deltas):
             con.close()
         self.manifest = manifest
         self._vectors, self._main_ids, self._index, self._records, self._main_images = main
         self._deltas = deltas
-        self._ids = all_ids
+        self._row_ids = all_ids  # every stored row, main first: the row of an id
+        self._removed = removed
+        self._ids = all_ids[~np.isin(all_ids, removed)] if len(removed) else all_ids  # live
         self._n_main = main_count
         segs = list(deltas.values())
         self._dvecs = (np.concatenate([s.vectors for s in segs]) if segs
@@ -253,6 +267,7 @@ class Collection:
             "encoder": m["encoder"],
             "next_id": m["next_id"],
             "deltas": {"segments": len(m["deltas"]), "items": len(self._dids)},
+            "removed_pending": len(self._removed),
             "format_version": m["format_version"],
             "created": m.get("created"),
             "updated": m.get("updated"),
@@ -273,8 +288,11 @@ class Collection:
         """Row positions of ``ids`` (ids are kept ascending); UnknownId for any not held."""
         wanted = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
         wanted = wanted.reshape(-1)
-        rows = np.minimum(np.searchsorted(self._ids, wanted), max(len(self._ids) - 1, 0))
-        held = self._ids[rows] == wanted if len(self._ids) else np.zeros(len(wanted), bool)
+        stored = self._row_ids
+        rows = np.minimum(np.searchsorted(stored, wanted), max(len(stored) - 1, 0))
+        held = stored[rows] == wanted if len(stored) else np.zeros(len(wanted), bool)
+        if len(self._removed):
+            held &= ~np.isin(wanted, self._removed)
         if not held.all():
             missing = int(wanted[np.flatnonzero(~held)[0]])
             raise UnknownId(f"collection {self.name} has no item with id {missing}")
@@ -293,6 +311,8 @@ class Collection:
     def vectors(self, ids: Iterable[int] | None = None) -> np.ndarray:
         """Stored vectors (unit rows for metric cosine) for ``ids``, or all of them."""
         if ids is None:
+            if len(self._removed):
+                return self._take(self._vectors, self._dvecs, self._rows(self._ids))
             return np.concatenate([self._vectors, self._dvecs])
         return self._take(self._vectors, self._dvecs, self._rows(ids))
 
@@ -418,7 +438,8 @@ class Collection:
                 rows += con.execute(sql, values).fetchall()
         except sqlite3.Error as exc:
             raise InvalidInput(f"cannot filter by {where}: {exc}") from None
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        found = np.array([r[0] for r in rows], dtype=np.int64)
+        return found[~np.isin(found, self._removed)] if len(self._removed) else found
 
     def _search_vectors(
         self, vecs: np.ndarray, k: int, where: dict | None, exclude: Sequence[int] | None = None
@@ -446,21 +467,22 @@ class Collection:
 
     def _search_main(self, vecs: np.ndarray, k: int, allowed: np.ndarray | None):
         """Raw scores and ids from the main index (at most ``k`` per query)."""
-        main_ids = self._main_ids
+        live_main = self._ids[: self._n_main - len(self._removed)]
         if allowed is not None and len(self._dids):
             allowed = allowed[allowed < self._dids[0]]
-        k = min(k, len(main_ids) if allowed is None else len(allowed))
+        k = min(k, len(live_main) if allowed is None else len(allowed))
         if k == 0:
             return np.empty((len(vecs), 0), np.float32), np.empty((len(vecs), 0), np.int64)
         params = self.manifest["index"].get("params", {})
         D, I = _index.search(
-            self._index, vecs, k, params,
-            vectors_of=self.vectors, metric=self.metric, allowed=allowed,
+            self._index, vecs, k, params, vectors_of=self.vectors, metric=self.metric,
+            allowed=allowed, excluded=self._removed if allowed is None else None,
         )
         short = (I < 0).any(axis=1)
         if short.any():  # an approximate index under a filter may return too few: go exact
-            sub_ids = main_ids if allowed is None else allowed
-            sub_vecs = self._vectors if allowed is None else self._vectors[self._rows(sub_ids)]
+            sub_ids = live_main if allowed is None else allowed
+            sub_vecs = (self._vectors if allowed is None and not len(self._removed)
+                        else self._vectors[self._rows(sub_ids)])
             D2, I2 = _index.exact_search(sub_vecs, sub_ids, vecs[short], k, self.metric)
             D[short], I[short] = D2, I2
         return D, I
@@ -570,8 +592,10 @@ class Collection:
     def remove(self, ids: Iterable[int], *, wait: float = 0.0, quiet: bool = True) -> int:
         """Remove items by id (unknown ids are an error); returns how many were removed.
 
-        Ids only in delta segments are dropped by rewriting those segments; any id in the
-        main segment means a compaction (every file rewritten without the removed items).
+        Ids in delta segments are dropped by rewriting the deltas; ids in the main segment
+        are listed as removed (hidden from every answer; the index still holds them) until
+        the next compaction, which happens here when more than REMOVED_LIMIT ids, or a
+        quarter of the main segment, would be listed.
         """
         gone = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
         if len(gone) == 0:
@@ -579,19 +603,23 @@ class Collection:
         with _store.writer_lock(self.path, wait):
             self._load()
             self._rows(gone)
-            if len(self._dids) and gone[0] >= self._dids[0]:
-                self._append(np.empty((0, self.dim), np.float32), np.empty(0, np.int64), [],
-                             None, drop=gone)
-            else:
+            in_delta = np.isin(gone, self._dids)
+            in_main = gone[~in_delta]
+            listed = len(self._removed) + len(in_main)
+            if listed > min(REMOVED_LIMIT, self._n_main // 4):
                 self._compact(delete=gone, quiet=quiet)
+            else:
+                self._append(np.empty((0, self.dim), np.float32), np.empty(0, np.int64), [],
+                             None, drop=gone[in_delta] if in_delta.any() else None,
+                             removed=in_main)
         return len(gone)
 
     def compact(self, *, wait: float = 0.0, quiet: bool = True) -> None:
         """Fold the delta segments into the main index and files (done automatically when
-        they grow past ``DELTA_LIMIT`` items; after it, every search goes through the index)."""
+        they grow past ``DELTA_LIMIT`` items) and purge removed items from the index."""
         with _store.writer_lock(self.path, wait):
             self._load()
-            if len(self._dids):
+            if len(self._dids) or len(self._removed):
                 self._compact(quiet=quiet)
 
     def _outgrown(self, n: int) -> bool:
@@ -603,16 +631,18 @@ class Collection:
     def _delta_rows(self) -> list[tuple]:
         return [row for seg in self._deltas.values() for row in self._records_rows(seg)]
 
-    def _append(self, vecs, ids, rows, images, drop: np.ndarray | None = None) -> None:
-        """Commit a new delta segment (caller holds the lock); cost in proportion to it.
+    def _append(self, vecs, ids, rows, images, drop: np.ndarray | None = None,
+                removed: np.ndarray | None = None) -> None:
+        """Commit a new delta segment and/or ids ``removed`` from the main segment (caller
+        holds the lock); cost in proportion to them, not to the collection.
 
-        With more than MAX_DELTAS segments, or ids to ``drop``, the delta segments are
+        With more than MAX_DELTAS segments, or delta ids to ``drop``, the delta segments are
         rewritten as one (cost in proportion to the deltas, at most DELTA_LIMIT items)."""
         m = self.manifest
         gen = m["generation"] + 1
         name = f"delta-{gen:06d}"
         deltas = list(m["deltas"])
-        merge = drop is not None or len(deltas) >= MAX_DELTAS
+        merge = drop is not None or (len(ids) > 0 and len(deltas) >= MAX_DELTAS)
         if merge:
             keep = np.ones(len(self._dids), bool) if drop is None else ~np.isin(self._dids, drop)
             vecs = np.concatenate([self._dvecs[keep], vecs])
@@ -637,7 +667,12 @@ class Collection:
                     staging.save_array(names[_delta_key(name, "images")], images)
                 files.update(staging.entries(names))
                 deltas.append({"name": name, "count": len(ids)})
-            count = m["count"] + (len(ids) - len(self._dids) if merge else len(ids))
+            n_removed = 0 if removed is None else len(removed)
+            if n_removed:
+                listed = f"removed-{gen:06d}.npy"
+                staging.save_array(listed, np.union1d(self._removed, removed).astype(np.int64))
+                files.update(staging.entries({"removed": listed}))
+            count = m["count"] + (len(ids) - len(self._dids) if merge else len(ids)) - n_removed
             new = dict(m, files=files, deltas=deltas, generation=gen, count=count,
                        updated=_store.now())
             new["format_version"] = _store.format_version(new)
@@ -665,6 +700,8 @@ class Collection:
         all_vecs = np.concatenate([np.asarray(self._vectors), new_vecs])
         all_ids = np.concatenate([self._main_ids, new_ids])
         all_images = None if images is None else np.concatenate([np.asarray(self._main_images), *images])
+        if len(self._removed):
+            delete = self._removed if delete is None else np.union1d(self._removed, delete)
         if delete is not None:
             keep = ~np.isin(all_ids, delete)
             all_vecs, all_ids = all_vecs[keep], all_ids[keep]
@@ -714,7 +751,7 @@ class Collection:
                 base=_store.file_path(self.path, m, "records"), delete_ids=delete,
             )
             files = {k: v for k, v in m["files"].items()
-                     if k not in names and not k.startswith("delta-")}
+                     if k not in names and k != "removed" and not k.startswith("delta-")}
             files.update(staging.entries(names))
             new = dict(m, files=files, deltas=[], generation=gen, count=len(ids),
                        updated=_store.now())

@@ -250,12 +250,14 @@ def search(
     vectors_of=None,
     metric: str = "l2",
     allowed: np.ndarray | None = None,
+    excluded: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Search ``index``; returns raw FAISS scores and ids (-1 where fewer than k exist).
 
     Search parameters must have been set on ``index`` with :func:`apply`; ``params`` is
     needed for filtered searches (typed FAISS parameters carry the selector) and the re-rank.
-    ``allowed`` restricts the search to those ids through a FAISS id selector. With a
+    ``allowed`` restricts the search to those ids through a FAISS id selector, ``excluded``
+    (removed ids the index still holds) keeps those ids out the same way. With a
     ``rerank`` parameter (lossy indexes), ``rerank * k`` candidates are fetched and re-scored
     exactly with ``vectors_of(ids)`` (the stored vectors).
     """
@@ -263,12 +265,15 @@ def search(
     fetch = k * max(rerank, 1)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     with _threads_for(len(queries)):
-        if allowed is None:  # efSearch / nprobe were set on the index by apply()
-            D, I = index.search(queries, fetch)
+        if allowed is None and (excluded is None or not len(excluded)):
+            D, I = index.search(queries, fetch)  # efSearch / nprobe were set by apply()
         else:
             faiss = _faiss()
-            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            chosen = allowed if allowed is not None else excluded
+            batch = faiss.IDSelectorBatch(np.ascontiguousarray(chosen, dtype=np.int64))
+            selector = batch if allowed is not None else faiss.IDSelectorNot(batch)
             D, I = index.search(queries, fetch, params=_search_params(index, params, selector))
+            del batch  # kept alive until here: the selectors hold raw pointers
     if rerank:
         D, I = _rerank(queries, I, k, vectors_of, metric)
     return D, I

@@ -10,6 +10,7 @@ A collection is a folder::
     encoder/         the encoder's own files (model.keras, vocabulary, ...)
     delta-NNNNNN-*   delta segments: the vectors, ids, records (and images) of recent adds,
                      listed in the manifest's ``deltas`` (see ``_collection``)
+    removed-NNNNNN.npy  ids removed from the main segment but still in its files and index
 
 Writes are crash-safe. A fresh build is written whole into a hidden sibling folder, fsynced,
 and renamed into place. A later write (add, remove, compact) writes what it changes as new
@@ -189,8 +190,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def format_version(manifest: dict[str, Any]) -> int:
-    """2 when the collection has delta segments (readers of version 1 would miss them), else 1."""
-    return 2 if manifest.get("deltas") else 1
+    """2 when the collection has delta segments or a removed-ids list (a reader of version 1
+    would miss them), else 1."""
+    return 2 if manifest.get("deltas") or "removed" in manifest["files"] else 1
 
 
 def _inside(folder: Path, rel: str) -> Path:

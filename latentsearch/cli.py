@@ -267,6 +267,9 @@ def add(name, source, root, labels, wait, quiet) -> None:
 def remove(name, ids, root, wait) -> None:
     """Remove items by id; removed ids are never reused.
 
+    The index keeps the removed items (hidden from every answer) until a compaction
+    (`latentsearch compact`, or automatic past 10,000 removed), so a remove costs little.
+
     \b
     Example:
       latentsearch remove emb --id 3 --id 17
@@ -282,20 +285,22 @@ def remove(name, ids, root, wait) -> None:
 @WAIT
 @QUIET
 def compact(name, root, wait, quiet) -> None:
-    """Fold the items added since the last compaction into the main index.
+    """Fold recent adds into the main index and purge removed items from it.
 
-    Adds are appended as small delta segments searched exactly beside the index; they are
-    folded in automatically once they hold 10,000 items. Compacting rewrites every file.
+    Adds are appended as small delta segments searched exactly beside the index, and
+    removed items are hidden from answers until the index is rewritten; both happen
+    automatically past 10,000 items. Compacting rewrites every file.
 
     \b
     Example:
       latentsearch compact emb
     """
     col = ls.open(name, root)
-    pending = col.info["deltas"]["items"]
+    pending, removed = col.info["deltas"]["items"], col.info["removed_pending"]
     col.compact(wait=wait, quiet=quiet)
     click.echo(f"compacted {col.name}: {pending} delta items folded into "
-               f"{col.manifest['index']['factory']}; now {len(col)} items")
+               f"{col.manifest['index']['factory']}, {removed} removed items purged; "
+               f"now {len(col)} items")
 
 
 # -- looking -------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ def state(root, name="c"):
     except ls.CollectionNotFound:
         return None
     ids = col.ids()
-    return ids.tolist(), col.vectors(), [h.label for h in col.get(ids)], col.info["deltas"]
+    layout = col.info["deltas"], col.info["removed_pending"]
+    return ids.tolist(), col.vectors(), [h.label for h in col.get(ids)], layout
 
 
 def same(a, b) -> bool:
@@ -121,18 +122,20 @@ def test_killed_add_and_remove_leave_before_or_after(tmp_path, arrays):
         col = ls.open("c", {root!r})
         col.add(np.load({extra!r}), labels=["new"] * {m})
     """
-    trials = crash_everywhere(tmp_path, add, setup, extra=str(arrays / "extra.npy"), m=M)
+    # a delta segment: 3 files written and synced, renamed, the manifest replaced
+    assert crash_everywhere(tmp_path, add, setup, extra=str(arrays / "extra.npy"), m=M) >= 5
     remove = """
         ls.open("c", {root!r}).remove([0, 5, 17, 299])
     """
-    trials += crash_everywhere(tmp_path / "r", remove, setup)
-    assert trials >= 20
+    # the removed-ids list: one file, the manifest, the old list deleted
+    assert crash_everywhere(tmp_path / "r", remove, setup) >= 3
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("operation", [
-    "col.compact()",                                  # deltas folded into the index
-    "col.remove([1, 310])",                           # main and delta ids: a compaction
+    "col.compact()",                                  # deltas folded in, removed ids purged
+    "col.remove([1, 310])",                           # main and delta ids: listed, rewritten
+    "col.remove(list(range(8, 108)))",                # past a quarter of the main: compaction
     "col.remove([305, 330])",                         # delta ids only: deltas rewritten
     "col.add(np.load({extra!r})[:5])",                # a third segment: merged (MAX_DELTAS=2)
     "col.add(np.load({extra!r}))",                    # past DELTA_LIMIT=50: compaction
@@ -144,7 +147,9 @@ def test_killed_writes_with_delta_segments_leave_before_or_after(tmp_path, array
         col = ls.build_vectors(x, labels=list(range(N)), name="c", root=path, index="ivf")
         col.add(extra[:20], labels=["a"] * 20)
         col.add(extra[20:], labels=["b"] * (M - 20))
+        col.remove([7])
         assert col.info["deltas"] == {"segments": 2, "items": M}
+        assert col.info["removed_pending"] == 1
 
     code = """
         from latentsearch import _collection

@@ -79,13 +79,16 @@ def test_add_images_and_labels(built, digits, tmp_path):
     assert c.search(data.images[1], k=2)[0].id in (1, 301)
     assert [h.label for h in c.get(ids)] == ["a", "b", "c"]
     np.testing.assert_array_equal(c.images([301])[0], data.images[1])
-    # the three live in a delta segment; removing there, then from the main segment
-    # (a compaction), keeps every image with its id
+    # the three live in a delta segment; removing there, then from the main segment (its
+    # id listed as removed), then a compaction keeps every image with its id
     assert c.info["deltas"] == {"segments": 1, "items": 3}
     c.remove([300])
     np.testing.assert_array_equal(c.images([4, 301, 302]), data.images[[4, 1, 2]])
     c.remove([3])
-    assert c.info["deltas"]["items"] == 0 and len(c) == 301
+    assert c.info["removed_pending"] == 1 and len(c) == 301
+    np.testing.assert_array_equal(c.images([4, 301, 302]), data.images[[4, 1, 2]])
+    c.compact()
+    assert c.info["deltas"]["items"] == 0 and c.info["removed_pending"] == 0 and len(c) == 301
     again = ls.open(str(path))
     np.testing.assert_array_equal(again.images([4, 301, 302]), data.images[[4, 1, 2]])
     assert again.search(data.images[2], k=2)[0].id in (2, 302)

@@ -80,16 +80,49 @@ def test_remove_from_a_delta_rewrites_only_the_deltas(grown):
     assert col.add(x[:1]).tolist() == [2_200]  # removed ids are never given again
 
 
-def test_remove_from_the_main_segment_compacts(grown):
-    col, x, _, main_files = grown
-    col.remove([3, 2_003])
-    assert col.info["deltas"] == {"segments": 0, "items": 0}
-    assert col.manifest["files"]["index"]["path"] != main_files["index"][0]
-    assert col._index.ntotal == 2_198 and len(col) == 2_198
-    keep = ~np.isin(np.arange(2_200), [3, 2_003])
-    q = x[2_100:2_120] + 0.01
+@pytest.mark.parametrize("spec", ["ivf", "hnsw", "flat"])
+def test_remove_from_the_main_segment_lists_the_ids_until_compaction(root, spec):
+    x, labels = clustered(2_300, seed=3)
+    col = ls.build_vectors(x[:2_000], labels[:2_000], name="r", index=spec)
+    col.add(x[2_000:2_200], labels=labels[2_000:2_200])
+    main_files = files_of(col)
+    col.remove([3, 17, 2_003])
+    # main files untouched (HNSW is not rebuilt); the ids are listed and hidden everywhere
+    assert {k: files_of(col)[k] for k in ("vectors", "index", "records")} == {
+        k: main_files[k] for k in ("vectors", "index", "records")}
+    assert col.info["removed_pending"] == 2 and col.info["deltas"]["items"] == 199
+    assert col._index.ntotal == 2_000 and len(col) == 2_197
+    keep = ~np.isin(np.arange(2_200), [3, 17, 2_003])
+    live_x, live_ids = x[:2_200][keep], np.arange(2_200)[keep]
+    assert col.ids().tolist() == live_ids.tolist()
+    np.testing.assert_array_equal(col.vectors(), live_x)
+    for gone in (3, 17, 2_003):
+        with pytest.raises(ls.UnknownId):
+            col.get(gone)
+        assert gone not in [h.id for h in col.search(x[gone], k=5)]
+    only = col.search_batch(x[[3, 17]], k=50, where={"label": int(labels[3])})
+    assert all(h.id not in (3, 17) for hits in only for h in hits)
+    q = np.concatenate([x[[3, 17]], x[2_100:2_110]]) + 0.01
     got = [[h.id for h in hits] for hits in col.search_batch(q, k=1)]
-    assert got == exact_ids(x[:2_200][keep], np.arange(2_200)[keep], q, 1)
+    assert got == exact_ids(live_x, live_ids, q, 1)
+    again = ls.open("r")
+    assert again.ids().tolist() == live_ids.tolist() and again.manifest["format_version"] == 2
+    # compaction purges them from the index and files
+    again.compact()
+    assert again.info["removed_pending"] == 0 and again._index.ntotal == 2_197
+    assert "removed" not in again.manifest["files"] and again.manifest["format_version"] == 1
+    assert [[h.id for h in hits] for hits in again.search_batch(q, k=1)] == got
+
+
+def test_removing_past_the_limit_compacts(root, monkeypatch):
+    monkeypatch.setattr(_collection, "REMOVED_LIMIT", 5)
+    x, _ = clustered(2_000, seed=7)
+    col = ls.build_vectors(x, name="p", index="ivf")
+    col.remove([1, 2, 3])
+    assert col.info["removed_pending"] == 3 and col._index.ntotal == 2_000
+    col.remove([4, 5, 6])  # 6 listed > 5: compaction
+    assert col.info["removed_pending"] == 0 and col._index.ntotal == 1_994
+    assert len(col) == 1_994 and col.search(x[4], k=1)[0].id != 4
 
 
 def test_too_many_segments_merge_into_one(root, monkeypatch):
