@@ -158,9 +158,13 @@ class Collection:
             main = (self._vectors, self._main_ids, self._index, self._records, self._main_images)
         else:
             main = self._open_main(manifest, main_count)
-        kept = getattr(self, "_deltas", {}) if reuse else {}
-        deltas = {d["name"]: kept.get(d["name"]) or _open_delta(self.path, manifest, d)
-                  for d in manifest["deltas"]}
+        kept = getattr(self, "_deltas", {}) if old is not None else {}
+        deltas = {}
+        for d in manifest["deltas"]:  # a segment is kept only if its files are the same
+            seg = kept.get(d["name"])
+            same = seg is not None and all(
+                files.get(k) == old["files"].get(k) for k in files if k.startswith(d["name"] + "/"))
+            deltas[d["name"]] = seg if same else _open_delta(self.path, manifest, d)
         dims = {manifest["dim"]} | {s.vectors.shape[1] for s in deltas.values()}
         if dims != {manifest["dim"]}:
             raise CorruptCollection(f"{self.path}: a delta segment's vectors do not match dim")

@@ -215,3 +215,16 @@ def test_cli_compact_and_info(grown):
     assert "200 delta items folded into IVF" in r.output and "now 2200 items" in r.output
     info = json.loads(CliRunner().invoke(main, ["info", "g", "--json"]).output)
     assert info["deltas"] == {"segments": 0, "items": 0} and info["count"] == 2_200
+
+
+def test_reload_after_an_overwrite_does_not_keep_a_same_named_delta(root):
+    """A rebuilt collection numbers its generations afresh: its first add is delta-000002
+    again. A reader reusing open segments by name alone showed the old delta's vectors."""
+    x, _ = clustered(60, seed=8)
+    reader = ls.build_vectors(x[:40], name="o")
+    reader.add(x[40:45])
+    ls.build_vectors(x[:40] + 1.0, name="o", overwrite=True).add(x[45:50])
+    reader.reload()
+    assert reader.manifest["deltas"][0]["name"] == "delta-000002"
+    np.testing.assert_array_equal(reader.vectors([40, 44]), x[[45, 49]])
+    assert reader.search(x[47], k=1)[0].id == 42
