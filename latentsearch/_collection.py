@@ -47,12 +47,11 @@ Record = tuple[str | None, str | None, str | None, dict | None]  # label, source
 
 
 _MAIN_PARTS = ("vectors", "ids", "index", "records", "images")
-_DELTA_PARTS = ("vectors", "ids", "records", "images")
 # Adds go to small append-only delta segments (their vectors, ids, records and images, no
 # index), searched exactly beside the main index: an add then writes only its own batch.
 # The deltas are folded into the main files (a compaction, which rewrites them: O(n)) when
 # they would hold more than DELTA_LIMIT items - exact search over 10,000 x 32-d adds about
-# 30 microseconds to a single query on this machine - and on remove() and compact(). At most
+# 30 microseconds to a single query on this machine - and on compact(). At most
 # MAX_DELTAS segments exist; beyond that the deltas merge into one (O(delta)).
 # Removing items of the main segment lists their ids in removed-NNNNNN.npy (the index keeps
 # them, searches skip them through an id selector) until more than REMOVED_LIMIT, or a
@@ -89,7 +88,8 @@ def _open_delta(folder: Path, manifest: dict[str, Any], delta: dict[str, Any]) -
     images = None
     if "images" in manifest["files"]:
         images = _store.load_array(path("images"), mmap=False)
-        if images.ndim != 4 or len(images) != n or images.dtype != np.uint8:
+        main_shape = _store.load_array(_store.file_path(folder, manifest, "images")).shape[1:]
+        if images.shape[1:] != main_shape or len(images) != n or images.dtype != np.uint8:
             raise CorruptCollection(f"{folder}: delta {name} images do not match the manifest")
     return _Segment(name, vectors, ids, images, _store.open_records(path("records")))
 
@@ -124,6 +124,8 @@ class Collection:
         just written and hashed itself (no need to hash them again)."""
         for attempt in range(3):  # a writer may commit between reading the manifest and files
             manifest = _store.read_manifest(self.path)
+            if reuse and manifest == getattr(self, "manifest", None):
+                return  # nothing changed
             try:
                 self._load_generation(manifest, reuse=reuse, written=written or {})
                 return
@@ -156,6 +158,8 @@ class Collection:
         main_count = manifest["count"] - sum(d["count"] for d in manifest["deltas"]) + len(removed)
         if same_main:
             main = (self._vectors, self._main_ids, self._index, self._records, self._main_images)
+            if len(self._main_ids) != main_count:
+                raise CorruptCollection(f"{self.path}: the manifest's count does not match ids.npy")
         else:
             main = self._open_main(manifest, main_count)
         kept = getattr(self, "_deltas", {}) if old is not None else {}
@@ -484,11 +488,17 @@ class Collection:
         )
         short = (I < 0).any(axis=1)
         if short.any():  # an approximate index under a filter may return too few: go exact
-            sub_ids = live_main if allowed is None else allowed
-            sub_vecs = (self._vectors if allowed is None and not len(self._removed)
-                        else self._vectors[self._rows(sub_ids)])
-            D2, I2 = _index.exact_search(sub_vecs, sub_ids, vecs[short], k, self.metric)
-            D[short], I[short] = D2, I2
+            if allowed is not None:
+                D[short], I[short] = _index.exact_search(
+                    self._vectors[self._rows(allowed)], allowed, vecs[short], k, self.metric)
+            else:  # over the memory-mapped file in chunks, then without the removed ids
+                wide = k + len(self._removed)
+                D2, I2 = _index.exact_search(self._vectors, self._main_ids, vecs[short],
+                                             wide, self.metric)
+                if len(self._removed):
+                    order = np.argsort(np.isin(I2, self._removed), axis=1, kind="stable")
+                    D2, I2 = np.take_along_axis(D2, order, 1), np.take_along_axis(I2, order, 1)
+                D[short], I[short] = D2[:, :k], I2[:, :k]
         return D, I
 
     def _with_deltas(self, vecs, D, I, k: int, allowed: np.ndarray | None):
@@ -575,8 +585,17 @@ class Collection:
         vecs = as_vectors(vecs, self.dim)
         if len(records) != len(vecs):
             raise InvalidInput(f"got {len(records)} records for {len(vecs)} vectors")
-        if (self._main_images is not None) and (images is None or len(images) != len(vecs)):
-            raise InvalidInput("an image collection needs the images of the vectors it adds")
+        if self._main_images is None:
+            if images is not None:
+                raise InvalidInput(f"collection {self.name} keeps no images; pass images=None")
+        else:
+            shape = self._main_images.shape[1:]
+            images = None if images is None else np.asarray(images)
+            if images is None or len(images) != len(vecs):
+                raise InvalidInput("an image collection needs the images of the vectors it adds")
+            if images.dtype != np.uint8 or images.shape[1:] != shape:
+                raise InvalidInput(f"images must be uint8 {shape} like the collection's, got "
+                                   f"{images.dtype} {images.shape[1:]}")
         if self.metric == "cosine":
             vecs = _index.normalise(vecs)
         if len(vecs) == 0:
@@ -728,10 +747,10 @@ class Collection:
         wanted = _index.plan(plan.spec, len(vectors), self.dim)
         index, params = self._index, dict(plan.params)
         rebuild = self._outgrown(len(vectors))
+        if not rebuild and delete is not None and len(delete):  # first: HNSW cannot remove
+            rebuild = not _index.try_remove(index, delete)
         if not rebuild and added is not None and len(added[1]):
             _index.add(index, *added)
-        if not rebuild and delete is not None and len(delete):
-            rebuild = not _index.try_remove(index, delete)
         if rebuild:
             plan = wanted
             _progress(f"rebuilding index {plan.factory} for {len(vectors)} vectors", quiet)
@@ -766,7 +785,8 @@ class Collection:
             _store.commit(self.path, staging, new)
         except BaseException:
             staging.discard()
-            self._load(reuse=False)  # the in-memory index may hold the uncommitted change
+            # the in-memory index may hold the uncommitted change; the files were verified
+            self._load(reuse=False, written=m["files"])
             raise
         self._load(reuse=False, written=files)
 

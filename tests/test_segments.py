@@ -228,3 +228,34 @@ def test_reload_after_an_overwrite_does_not_keep_a_same_named_delta(root):
     assert reader.manifest["deltas"][0]["name"] == "delta-000002"
     np.testing.assert_array_equal(reader.vectors([40, 44]), x[[45, 49]])
     assert reader.search(x[47], k=1)[0].id == 42
+
+
+def test_add_vectors_refuses_images_that_do_not_match(root):
+    """Before: float or wrongly sized images were committed as a delta and the collection
+    no longer opened (or compacted)."""
+    from latentsearch.encoders._vectors import VectorEncoder
+
+    x, _ = clustered(30, dim=4)
+    pixels = np.arange(30 * 2 * 2, dtype=np.uint8).reshape(30, 2, 2, 1)
+    col = _collection.create("im", encoder=VectorEncoder(4), vectors=x,
+                             records=[(None, None, None, None)] * 30, images=pixels)
+    before = files_of(col)
+    for bad in (pixels[:2].astype(np.float32), np.zeros((2, 3, 3, 1), np.uint8), None):
+        with pytest.raises(ls.InvalidInput):
+            col.add_vectors(x[:2], [(None, None, None, None)] * 2, images=bad)
+    assert files_of(ls.open("im")) == before
+    col.add_vectors(x[:2], [(None, None, None, None)] * 2, images=pixels[:2])
+    np.testing.assert_array_equal(ls.open("im").images([30, 31, 5]), pixels[[0, 1, 5]])
+    plain = ls.build_vectors(x, name="plain")
+    with pytest.raises(ls.InvalidInput, match="keeps no images"):
+        plain.add_vectors(x[:2], [(None, None, None, None)] * 2, images=pixels[:2])
+
+
+def test_short_exact_fallback_skips_removed_ids(root):
+    x, labels = clustered(3_000, seed=9)
+    col = ls.build_vectors(x, labels, name="s", index="ivf")
+    col.remove([0, 1, 2])
+    col._index.nprobe = 1  # IVF then returns fewer than k: the exact fallback answers
+    hits = col.search(x[0], k=2_900)
+    assert len(hits) == 2_900 and not {0, 1, 2} & {h.id for h in hits}
+    assert [h.id for h in hits[:5]] == exact_ids(x[3:], np.arange(3, 3_000), x[:1], 5)[0]
