@@ -172,11 +172,23 @@ class Collection:
         dims = {manifest["dim"]} | {s.vectors.shape[1] for s in deltas.values()}
         if dims != {manifest["dim"]}:
             raise CorruptCollection(f"{self.path}: a delta segment's vectors do not match dim")
-        all_ids = np.concatenate([main[1], *[s.ids for s in deltas.values()]])
-        if len(all_ids) > 1 and not (np.diff(all_ids) > 0).all():
-            raise CorruptCollection(f"{self.path}: ids are not ascending across segments")
-        if len(removed) and not np.isin(removed, main[1]).all():
-            raise CorruptCollection(f"{self.path}: removed ids that the main segment does not hold")
+        # ids ascend within and across segments; a reused main was checked when opened, so
+        # a reload after an add costs in proportion to the deltas, not to the collection
+        previous = None
+        for i, seg_ids in enumerate([main[1], *[s.ids for s in deltas.values()]]):
+            if ((i > 0 or not same_main) and len(seg_ids) > 1 and not (np.diff(seg_ids) > 0).all()
+                    or previous is not None and len(seg_ids) and seg_ids[0] <= previous):
+                raise CorruptCollection(f"{self.path}: ids are not ascending across segments")
+            previous = seg_ids[-1] if len(seg_ids) else previous
+        delta_ids = [s.ids for s in deltas.values()]
+        all_ids = np.concatenate([main[1], *delta_ids]) if delta_ids else main[1]
+        if same_main and np.array_equal(removed, self._removed):
+            live_main = self._live_main
+        else:
+            pos = np.minimum(np.searchsorted(main[1], removed), max(len(main[1]) - 1, 0))
+            if len(removed) and not (main[1][pos] == removed).all():
+                raise CorruptCollection(f"{self.path}: removed ids that the main segment does not hold")
+            live_main = main[1][~np.isin(main[1], removed)] if len(removed) else main[1]
         for con in self._unused_connections(main[3], deltas):
             con.close()
         self.manifest = manifest
@@ -184,7 +196,8 @@ class Collection:
         self._deltas = deltas
         self._row_ids = all_ids  # every stored row, main first: the row of an id
         self._removed = removed
-        self._ids = all_ids[~np.isin(all_ids, removed)] if len(removed) else all_ids  # live
+        self._live_main = live_main
+        self._ids = np.concatenate([live_main, *delta_ids]) if delta_ids else live_main  # live
         self._n_main = main_count
         segs = list(deltas.values())
         self._dvecs = (np.concatenate([s.vectors for s in segs]) if segs
