@@ -109,7 +109,13 @@ def _labels_as_text(labels, n: int) -> list[str | None]:
 
 
 class Collection:
-    """A collection opened for reading (and, through the writer lock, for changes)."""
+    """A collection opened for reading (and, through the writer lock, for changes).
+
+    Many threads may search one Collection at once (FAISS searches and the read-only
+    SQLite connections are safe to share). Changing it (``add``, ``remove``, ``compact``,
+    ``reload``) swaps its state attribute by attribute: do not search the same object from
+    another thread meanwhile - give the writer its own Collection (processes are always
+    safe: a reader sees one committed generation)."""
 
     def __init__(self, path: Path, *, verify: bool = True):
         self.path = Path(path)
