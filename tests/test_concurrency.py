@@ -100,3 +100,23 @@ def test_cli_reports_a_locked_collection_in_one_line(root):
     assert r.exit_code == 1
     assert r.stderr.strip() == ("error: collection c is locked by another writer; "
                                 "retry later or pass --wait SECONDS")
+
+
+@pytest.mark.parametrize("spec", ["ivf", "hnsw"])
+def test_threads_searching_one_collection_get_the_single_thread_answers(root, spec):
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, labels = clustered(3_000, seed=11)
+    col = ls.build_vectors(x[:2_900], labels[:2_900], name="t", index=spec)
+    col.add(x[2_900:], labels=labels[2_900:])  # a delta segment too
+    col.remove([5, 2_950])                      # and a removed list
+    queries = x[::15] + 0.01
+    want = [[(h.id, h.label) for h in col.search(q, k=5)] for q in queries]
+
+    def run(chunk):
+        return [[(h.id, h.label) for h in col.search(q, k=5)] for q in queries[chunk::4]]
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(run, range(4)))
+    for chunk in range(4):
+        assert got[chunk] == want[chunk::4]
