@@ -50,9 +50,9 @@ _MAIN_PARTS = ("vectors", "ids", "index", "records", "images")
 # Adds go to small append-only delta segments (their vectors, ids, records and images, no
 # index), searched exactly beside the main index: an add then writes only its own batch.
 # The deltas are folded into the main files (a compaction, which rewrites them: O(n)) when
-# they would hold more than DELTA_LIMIT items - exact search over 10,000 x 32-d adds about
-# 30 microseconds to a single query on this machine - and on compact(). At most
-# MAX_DELTAS segments exist; beyond that the deltas merge into one (O(delta)).
+# they would hold more than DELTA_LIMIT items - 10,000 x 32-d in deltas added about 60
+# microseconds to a single query here (benchmarks/RESULTS.md, section 6) - and on compact().
+# At most MAX_DELTAS segments exist; beyond that the deltas merge into one (O(delta)).
 # Removing items of the main segment lists their ids in removed-NNNNNN.npy (the index keeps
 # them, searches skip them through an id selector) until more than REMOVED_LIMIT, or a
 # quarter of the main segment, would be listed: then a compaction purges them.
