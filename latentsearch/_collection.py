@@ -76,7 +76,10 @@ def _delta_key(name: str, part: str) -> str:
     return f"{name}/{part}"
 
 
-def _open_delta(folder: Path, manifest: dict[str, Any], delta: dict[str, Any]) -> _Segment:
+def _open_delta(folder: Path, manifest: dict[str, Any], delta: dict[str, Any],
+                pixels: tuple | None) -> _Segment:
+    """A delta segment's files, checked against the manifest (``pixels``: the main
+    segment's image shape, None for collections without images)."""
     name, n, dim = delta["name"], delta["count"], manifest["dim"]
     path = lambda part: _store.file_path(folder, manifest, _delta_key(name, part))  # noqa: E731
     vectors = _store.load_array(path("vectors"), mmap=False)
@@ -86,10 +89,9 @@ def _open_delta(folder: Path, manifest: dict[str, Any], delta: dict[str, Any]) -
     if ids.shape != (n,) or ids.dtype != np.int64:
         raise CorruptCollection(f"{folder}: delta {name} ids do not match the manifest")
     images = None
-    if "images" in manifest["files"]:
+    if pixels is not None:
         images = _store.load_array(path("images"), mmap=False)
-        main_shape = _store.load_array(_store.file_path(folder, manifest, "images")).shape[1:]
-        if images.shape[1:] != main_shape or len(images) != n or images.dtype != np.uint8:
+        if images.shape != (n, *pixels) or images.dtype != np.uint8:
             raise CorruptCollection(f"{folder}: delta {name} images do not match the manifest")
     return _Segment(name, vectors, ids, images, _store.open_records(path("records")))
 
@@ -174,10 +176,8 @@ class Collection:
             seg = kept.get(d["name"])
             same = seg is not None and all(
                 files.get(k) == old["files"].get(k) for k in files if k.startswith(d["name"] + "/"))
-            deltas[d["name"]] = seg if same else _open_delta(self.path, manifest, d)
-        dims = {manifest["dim"]} | {s.vectors.shape[1] for s in deltas.values()}
-        if dims != {manifest["dim"]}:
-            raise CorruptCollection(f"{self.path}: a delta segment's vectors do not match dim")
+            pixels = None if main[4] is None else main[4].shape[1:]
+            deltas[d["name"]] = seg if same else _open_delta(self.path, manifest, d, pixels)
         # ids ascend within and across segments; a reused main was checked when opened, so
         # a reload after an add costs in proportion to the deltas, not to the collection
         previous = None
@@ -385,11 +385,6 @@ class Collection:
         for i in ids:
             groups.setdefault(bisect.bisect_right(starts, i), []).append(i)
         return [(cons[s], part) for s, part in groups.items()]
-
-    def _records_rows(self, segment: _Segment) -> list[tuple]:
-        """Every stored row (id, label, source, text, extra) of a delta segment."""
-        return segment.records.execute(
-            "SELECT id, label, source, text, extra FROM records ORDER BY id").fetchall()
 
     # -- encoding --------------------------------------------------------------------------
 
@@ -671,7 +666,9 @@ class Collection:
         return m["factory"] == "Flat" and _index.plan(m["spec"], n, self.dim).factory != "Flat"
 
     def _delta_rows(self) -> list[tuple]:
-        return [row for seg in self._deltas.values() for row in self._records_rows(seg)]
+        """Every stored record row (id, label, source, text, extra) of the delta segments."""
+        sql = "SELECT id, label, source, text, extra FROM records ORDER BY id"
+        return [row for seg in self._deltas.values() for row in seg.records.execute(sql)]
 
     def _append(self, vecs, ids, rows, images, drop: np.ndarray | None = None,
                 removed: np.ndarray | None = None) -> None:
@@ -699,14 +696,14 @@ class Collection:
         staging = _store.Staging(self.path, "write")
         try:
             if len(ids):
-                names = {_delta_key(name, p): f"{name}-{p}.npy" for p in ("vectors", "ids")}
-                names[_delta_key(name, "records")] = f"{name}-records.sqlite"
-                staging.save_array(names[_delta_key(name, "vectors")], vecs)
-                staging.save_array(names[_delta_key(name, "ids")], ids)
-                staging.write_records(names[_delta_key(name, "records")], list(rows))
+                arrays = {"vectors": vecs, "ids": ids}
                 if images is not None:
-                    names[_delta_key(name, "images")] = f"{name}-images.npy"
-                    staging.save_array(names[_delta_key(name, "images")], images)
+                    arrays["images"] = images
+                for part, array in arrays.items():
+                    staging.save_array(f"{name}-{part}.npy", array)
+                staging.write_records(f"{name}-records.sqlite", list(rows))
+                names = {_delta_key(name, p): f"{name}-{p}.npy" for p in arrays}
+                names[_delta_key(name, "records")] = f"{name}-records.sqlite"
                 files.update(staging.entries(names))
                 deltas.append({"name": name, "count": len(ids)})
             n_removed = 0 if removed is None else len(removed)
@@ -739,9 +736,9 @@ class Collection:
             if images is not None:
                 images.append(added[3])
         new_vecs, new_ids = np.concatenate(vecs), np.concatenate(ids)
-        all_vecs = np.concatenate([np.asarray(self._vectors), new_vecs])
+        all_vecs = np.concatenate([self._vectors, new_vecs])
         all_ids = np.concatenate([self._main_ids, new_ids])
-        all_images = None if images is None else np.concatenate([np.asarray(self._main_images), *images])
+        all_images = None if images is None else np.concatenate([self._main_images, *images])
         if len(self._removed):
             delete = self._removed if delete is None else np.union1d(self._removed, delete)
         if delete is not None:
@@ -763,7 +760,6 @@ class Collection:
         m = self.manifest
         gen = m["generation"] + 1
         plan = _index.IndexPlan(m["index"]["spec"], m["index"]["factory"], m["index"].get("params", {}))
-        wanted = _index.plan(plan.spec, len(vectors), self.dim)
         index, params = self._index, dict(plan.params)
         rebuild = self._outgrown(len(vectors))
         if not rebuild and delete is not None and len(delete):  # first: HNSW cannot remove
@@ -771,7 +767,7 @@ class Collection:
         if not rebuild and added is not None and len(added[1]):
             _index.add(index, *added)
         if rebuild:
-            plan = wanted
+            plan = _index.plan(plan.spec, len(vectors), self.dim)
             _progress(f"rebuilding index {plan.factory} for {len(vectors)} vectors", quiet)
             index, params = _build_and_tune(plan, vectors, ids, self.metric)
         staging = _store.Staging(self.path, "write")
