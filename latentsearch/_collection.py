@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import _index, _store
+from . import _index, _tuning, _store
 from . import encoders as _encoders
 from ._errors import (
     CorruptCollection,
@@ -464,17 +464,19 @@ class Collection:
         return found[~np.isin(found, self._removed)] if len(self._removed) else found
 
     def _search_vectors(
-        self, vecs: np.ndarray, k: int, where: dict | None, exclude: Sequence[int] | None = None
+        self, vecs: np.ndarray, k: int, where: dict | None, exclude: Sequence[int] | None = None,
+        *, recall: float | None = None, exact: bool = False,
     ) -> list[list[Hit]]:
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise InvalidInput(f"k must be a positive integer, got {k!r}")
+        params, typed = self._point(recall)
         allowed = self._allowed(where)
         pool = len(self) if allowed is None else len(allowed)
         extra = 1 if exclude is not None else 0
         k_eff = min(int(k) + extra, pool)
         if k_eff == 0:
             return [[] for _ in vecs]
-        D, I = self._search_main(vecs, k_eff, allowed)
+        D, I = self._search_main(vecs, k_eff, allowed, params, typed, exact)
         if len(self._dids):
             D, I = self._with_deltas(vecs, D, I, k_eff, allowed)
         id_rows = I.tolist()
@@ -487,7 +489,30 @@ class Collection:
             out.append(hits[:k])
         return out
 
-    def _search_main(self, vecs: np.ndarray, k: int, allowed: np.ndarray | None):
+    @property
+    def target_recall(self) -> float:
+        """The recall@10 the index was tuned to at build time (held-out queries)."""
+        return float(self.manifest["index"].get("target_recall", _tuning.DEFAULT_RECALL))
+
+    def _point(self, recall: float | None) -> tuple[dict[str, Any], bool]:
+        """Search parameters for a query-time ``recall`` (a point of the tuned curve), and
+        whether they differ from the defaults applied to the index."""
+        entry = self.manifest["index"]
+        params = entry.get("params", {})
+        if recall is None:
+            return params, False
+        recall = _check_recall(recall)
+        curve = entry.get("curve")
+        if not curve:
+            if _index.knob(self._index)[0] is None and "rerank" not in params:
+                return params, False  # exact index: every recall is met
+            raise InvalidInput(
+                f"collection {self.name} has no tuned recall curve (built before recall= "
+                "existed); rebuild it to choose a recall at query time")
+        return _tuning.pick(curve, recall)["params"], True
+
+    def _search_main(self, vecs: np.ndarray, k: int, allowed: np.ndarray | None,
+                     params: dict[str, Any], typed: bool = False, exact: bool = False):
         """Raw scores and ids from the main index (at most ``k`` per query)."""
         live_main = self._ids[: self._n_main - len(self._removed)]
         if allowed is not None and len(self._dids):
@@ -495,25 +520,29 @@ class Collection:
         k = min(k, len(live_main) if allowed is None else len(allowed))
         if k == 0:
             return np.empty((len(vecs), 0), np.float32), np.empty((len(vecs), 0), np.int64)
-        params = self.manifest["index"].get("params", {})
+        if exact:
+            return self._exact_main(vecs, k, allowed)
         D, I = _index.search(
             self._index, vecs, k, params, vectors_of=self.vectors, metric=self.metric,
-            allowed=allowed, excluded=self._removed if allowed is None else None,
+            allowed=allowed, excluded=self._removed if allowed is None else None, typed=typed,
         )
         short = (I < 0).any(axis=1)
         if short.any():  # an approximate index under a filter may return too few: go exact
-            if allowed is not None:
-                D[short], I[short] = _index.exact_search(
-                    self._vectors[self._rows(allowed)], allowed, vecs[short], k, self.metric)
-            else:  # over the memory-mapped file in chunks, then without the removed ids
-                wide = k + len(self._removed)
-                D2, I2 = _index.exact_search(self._vectors, self._main_ids, vecs[short],
-                                             wide, self.metric)
-                if len(self._removed):
-                    order = np.argsort(np.isin(I2, self._removed), axis=1, kind="stable")
-                    D2, I2 = np.take_along_axis(D2, order, 1), np.take_along_axis(I2, order, 1)
-                D[short], I[short] = D2[:, :k], I2[:, :k]
+            D[short], I[short] = self._exact_main(vecs[short], k, allowed)
         return D, I
+
+    def _exact_main(self, vecs: np.ndarray, k: int, allowed: np.ndarray | None):
+        """Brute force over the main segment's live vectors (or the ``allowed`` ids)."""
+        if allowed is not None:
+            return _index.exact_search(self._vectors[self._rows(allowed)], allowed, vecs, k,
+                                       self.metric)
+        # over the memory-mapped file in chunks, then without the removed ids
+        wide = k + len(self._removed)
+        D, I = _index.exact_search(self._vectors, self._main_ids, vecs, wide, self.metric)
+        if len(self._removed):
+            order = np.argsort(np.isin(I, self._removed), axis=1, kind="stable")
+            D, I = np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+        return D[:, :k], I[:, :k]
 
     def _with_deltas(self, vecs, D, I, k: int, allowed: np.ndarray | None):
         """Merge exact search over the delta segments into the main results (best ``k``)."""
@@ -536,20 +565,30 @@ class Collection:
             return np.sqrt(np.maximum(raw, 0.0, dtype=np.float64))
         return np.maximum(1.0 - raw.astype(np.float64), 0.0)
 
-    def search(self, query: Any, k: int = 10, where: dict[str, Any] | None = None) -> list[Hit]:
-        """Nearest items to one query: a vector, an image array, or a string."""
-        return self._search_vectors(self._query_vectors(query, batch=False), k, where)[0]
+    def search(self, query: Any, k: int = 10, where: dict[str, Any] | None = None, *,
+               recall: float | None = None, exact: bool = False) -> list[Hit]:
+        """Nearest items to one query: a vector, an image array, or a string.
+
+        ``recall``: the recall@10 wanted, chosen from the curve tuned at build time (default:
+        the build's target); ``exact=True``: brute force over the stored vectors. Distances
+        are exact either way."""
+        vecs = self._query_vectors(query, batch=False)
+        return self._search_vectors(vecs, k, where, recall=recall, exact=exact)[0]
 
     def search_batch(
-        self, queries: Any, k: int = 10, where: dict[str, Any] | None = None
+        self, queries: Any, k: int = 10, where: dict[str, Any] | None = None, *,
+        recall: float | None = None, exact: bool = False,
     ) -> list[list[Hit]]:
         """Nearest items for each of many queries (vectors (n, dim), images, or strings)."""
-        return self._search_vectors(self._query_vectors(queries, batch=True), k, where)
+        vecs = self._query_vectors(queries, batch=True)
+        return self._search_vectors(vecs, k, where, recall=recall, exact=exact)
 
-    def neighbors(self, item_id: int, k: int = 10, where: dict[str, Any] | None = None) -> list[Hit]:
+    def neighbors(self, item_id: int, k: int = 10, where: dict[str, Any] | None = None, *,
+                  recall: float | None = None, exact: bool = False) -> list[Hit]:
         """Nearest items to a stored item, the item itself excluded."""
         vec = self.vectors([int(item_id)])
-        return self._search_vectors(vec, k, where, exclude=[int(item_id)])[0]
+        return self._search_vectors(vec, k, where, exclude=[int(item_id)], recall=recall,
+                                    exact=exact)[0]
 
     # -- changing --------------------------------------------------------------------------
 
@@ -759,17 +798,17 @@ class Collection:
         """Write the next main generation (caller holds the lock) and reload."""
         m = self.manifest
         gen = m["generation"] + 1
-        plan = _index.IndexPlan(m["index"]["spec"], m["index"]["factory"], m["index"].get("params", {}))
-        index, params = self._index, dict(plan.params)
+        entry = dict(m["index"])
+        index = self._index
         rebuild = self._outgrown(len(vectors))
         if not rebuild and delete is not None and len(delete):  # first: HNSW cannot remove
             rebuild = not _index.try_remove(index, delete)
         if not rebuild and added is not None and len(added[1]):
             _index.add(index, *added)
         if rebuild:
-            plan = _index.plan(plan.spec, len(vectors), self.dim)
-            _progress(f"rebuilding index {plan.factory} for {len(vectors)} vectors", quiet)
-            index, params = _build_and_tune(plan, vectors, ids, self.metric)
+            _progress(f"rebuilding index {entry['spec']} for {len(vectors)} vectors", quiet)
+            index, entry = _build_and_tune(entry["spec"], vectors, ids, self.metric,
+                                           self.target_recall, quiet)
         staging = _store.Staging(self.path, "write")
         try:
             names = {
@@ -794,7 +833,7 @@ class Collection:
             new = dict(m, files=files, deltas=[], generation=gen, count=len(ids),
                        updated=_store.now())
             new["format_version"] = _store.format_version(new)
-            new["index"] = {"spec": plan.spec, "factory": plan.factory, "params": params}
+            new["index"] = entry
             if next_id is not None:
                 new["next_id"] = next_id
             _store.commit(self.path, staging, new)
@@ -850,12 +889,21 @@ def _write_index(index, path: Path) -> None:
     faiss.write_index(index, str(path))
 
 
-def _build_and_tune(plan: _index.IndexPlan, vectors: np.ndarray, ids: np.ndarray, metric: str):
-    index = _index.build(plan.factory, vectors.shape[1], metric, vectors, ids)
-    rows_of = lambda wanted: vectors[np.searchsorted(ids, wanted)]  # noqa: E731
-    params = _index.tune(index, vectors, ids, metric, plan.params, vectors_of=rows_of)
-    _index.apply(index, params)
-    return index, params
+def _build_and_tune(spec: str, vectors: np.ndarray, ids: np.ndarray, metric: str,
+                    target: float, quiet: bool = True) -> tuple[Any, dict[str, Any]]:
+    """The index for ``spec`` (``auto`` chosen by measurement) and its manifest entry."""
+    if spec.strip().lower() != "auto" or len(vectors) < _index.AUTO_FLAT_BELOW:
+        return _tuning.build_tuned(_index.plan(spec, len(vectors), vectors.shape[1]),
+                                   vectors, ids, metric, target)
+    _progress(f"auto: measuring candidate indexes at recall {target}", quiet)
+    chosen, choice, built = _tuning.choose(vectors, ids, metric, target)
+    if built is None:  # measured on samples: build the winner over every vector
+        plan = _index.plan(chosen, len(vectors), vectors.shape[1])
+        built = _tuning.build_tuned(plan, vectors, ids, metric, target)
+    index, entry = built
+    entry = dict(entry, spec=spec, choice=choice)
+    entry.pop("qps_at_target", None)
+    return index, entry
 
 
 # -- building and opening ------------------------------------------------------------------
@@ -874,8 +922,11 @@ def create(
     quiet: bool = True,
     extra: dict[str, Any] | None = None,
     images: np.ndarray | None = None,
+    recall: float = _tuning.DEFAULT_RECALL,
 ) -> Collection:
     """Write a new collection from encoded vectors, their records and the encoder.
+
+    ``recall`` is the recall@10 the index is tuned to on held-out queries (``_tuning``).
 
     ``vectors`` may be a memory-mapped array: it is checked, normalised and written in
     batches of ``BATCH`` rows, and the index is built from the written file, so memory
@@ -903,16 +954,17 @@ def create(
     _store.clear_stale_builds(root_path, name)
     n, dim = len(vectors), encoder.dim
     ids = np.arange(n, dtype=np.int64)
-    plan = _index.plan(index, n, dim)
+    tuned_to = _check_recall(recall)
     staging = _store.Staging(root_path, name)
     try:
         names = {"vectors": "vectors.npy", "ids": "ids.npy", "index": "index.faiss",
                  "records": "records.sqlite"}
         stored = _write_vectors(staging.path(names["vectors"]), vectors, dim, metric, quiet)
         t0 = time.perf_counter()
-        built, params = _build_and_tune(plan, stored, ids, metric)
+        built, entry = _build_and_tune(index, stored, ids, metric, tuned_to, quiet)
+        params = {k: v for k, v in entry["params"].items()}
         _progress(
-            f"index {plan.factory} over {n} vectors in {time.perf_counter() - t0:.1f}s"
+            f"index {entry['factory']} over {n} vectors in {time.perf_counter() - t0:.1f}s"
             + (f", tuned {params}" if params else ""),
             quiet,
         )
@@ -936,7 +988,7 @@ def create(
             "encoder": {"name": encoder.name, "config": encoder.config()},
             "dim": encoder.dim,
             "metric": metric,
-            "index": {"spec": plan.spec, "factory": plan.factory, "params": params},
+            "index": entry,
             "count": n,
             "next_id": n,
             "generation": 1,
@@ -963,8 +1015,12 @@ def build_vectors(
     metric: str = "l2",
     overwrite: bool = False,
     quiet: bool = True,
+    recall: float = _tuning.DEFAULT_RECALL,
 ) -> Collection:
-    """Build a collection from vectors made elsewhere (an array (n, dim) or a .npy path)."""
+    """Build a collection from vectors made elsewhere (an array (n, dim) or a .npy path).
+
+    ``index``: a spec (``auto``, ``flat``, ``ivf``, ``ivffs``, ``hnsw``, ``ivfpq``) or a FAISS
+    factory string; ``recall``: the recall@10 it is tuned to (held-out queries)."""
     if isinstance(vectors, (str, os.PathLike)):
         vectors = load_npy(Path(vectors), mmap=True)  # read batch by batch, not all at once
     if not (isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.shape[1] > 0
@@ -974,7 +1030,14 @@ def build_vectors(
     records = [(lab, None, None, None) for lab in _labels_as_text(labels, n)]
     return create(name, encoder=VectorEncoder(vectors.shape[1]), vectors=vectors,
                   records=records, root=root, index=index, metric=metric,
-                  overwrite=overwrite, quiet=quiet)
+                  overwrite=overwrite, quiet=quiet, recall=recall)
+
+
+def _check_recall(recall: Any) -> float:
+    if isinstance(recall, bool) or not isinstance(recall, (int, float, np.floating)) \
+            or not 0.0 < float(recall) <= 1.0:
+        raise InvalidInput(f"recall must be a number in (0, 1], got {recall!r}")
+    return float(recall)
 
 
 def load_npy(path: Path, *, mmap: bool = False) -> np.ndarray:

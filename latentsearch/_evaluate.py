@@ -82,7 +82,7 @@ def _labels_of(col, ids: np.ndarray) -> np.ndarray:
 def _neighbours(base: np.ndarray, queries_rows: np.ndarray, k: int, metric: str):
     """Exact neighbours of base[queries_rows] among base, the query's own row excluded."""
     _, rows = _index.exact_search(base, np.arange(len(base)), base[queries_rows], k + 1, metric)
-    return _index._drop_own(rows, queries_rows, k)
+    return _index.drop_own(rows, queries_rows, k)
 
 
 def _agreement(nbr_rows: np.ndarray, labels: np.ndarray, query_rows: np.ndarray):

@@ -1,4 +1,4 @@
-"""The index layer: index specs, building, recall tuning and filtered search over FAISS.
+"""The index layer: index specs, building and filtered search over FAISS.
 
 Results carry the collection's stable int64 ids whatever the index type: IVF indexes store
 them natively, every other index is wrapped in ``IndexIDMap``. Specs:
@@ -7,20 +7,20 @@ them natively, every other index is wrapped in ``IndexIDMap``. Specs:
 ``flat``    exact search (``Flat``)
 ``hnsw``    graph index ``HNSW32``; efSearch tuned
 ``ivf``     ``IVF{nlist},Flat`` with nlist ~ 4*sqrt(n); nprobe tuned
-``ivfpq``   ``IVF{nlist},PQ{dim/2}np`` and an exact re-rank of ``rerank x k`` candidates from
-            the stored vectors; nprobe and rerank tuned
-``auto``    flat below 10,000 vectors, ivf while its estimated size fits the memory budget
-            (``$LATENTSEARCH_MEMORY_BUDGET`` in bytes, default 4 GiB), ivfpq beyond. Chosen by
-            measurement (benchmarks/RESULTS.md): on 32-d data at 100k and 1M, IVF,Flat with
-            tuned nprobe gave higher recall at 1.3-3x the queries/s of HNSW32, builds ~8x
-            faster, uses half the memory and removes in place (HNSW must be rebuilt).
+``ivffs``   ``IVF{nlist},PQ{dim}x4fs`` (FAISS fast-scan: 4-bit codes scanned with SIMD) with
+            nlist ~ sqrt(n), and an exact re-rank of ``rerank x k`` candidates from the
+            stored vectors; nprobe and rerank tuned
+``ivfpq``   ``IVF{nlist},PQ{dim/2}np`` and the same exact re-rank; nprobe and rerank tuned
+``auto``    chosen by measurement at build time (see ``_tuning``): flat below 10,000
+            vectors, else the fastest of ivf / ivffs / hnsw at the target recall that fits
+            the memory budget (``$LATENTSEARCH_MEMORY_BUDGET`` in bytes, default 4 GiB)
 other       any FAISS ``index_factory`` string, e.g. ``IVF256,SQ8`` or ``HNSW16``
 ==========  ==============================================================================
 
-Tuning raises efSearch / nprobe (and the re-rank factor) until recall@10 against exact search,
-on a seeded sample of the stored vectors used as queries, reaches 0.95; the values land in the
-manifest. An approximate spec asked for on too few vectors to train (e.g. IVF on 50 vectors)
-is built as ``Flat`` and rebuilt with the asked spec once the collection is large enough.
+Tuning (``_tuning``) measures recall on held-out queries and stores a recall curve in the
+manifest. An approximate spec asked for on too few vectors to train (e.g. IVF on 50
+vectors) is built as ``Flat`` and rebuilt with the asked spec once the collection is large
+enough.
 
 Metrics: ``l2`` (FAISS squared L2; reported distances are Euclidean) and ``cosine`` (vectors
 are unit-normalised on both sides and searched by inner product; distance = 1 - cosine).
@@ -38,17 +38,20 @@ import numpy as np
 
 from ._errors import IndexSpecError, InvalidInput
 
-__all__ = ["METRICS", "IndexPlan", "plan", "build", "apply", "tune", "search", "exact_search"]
+__all__ = ["METRICS", "IndexPlan", "plan", "build", "apply", "search", "exact_search",
+           "knob", "rerank", "recall_at", "drop_own"]
 
 METRICS = ("l2", "cosine")
-# Every index must give recall@10 >= 0.95; tuning aims at 0.97 on its own sample, since
-# recall on new queries came out up to ~0.015 lower than on the tuning sample.
-TUNE_TARGET = 0.97
 AUTO_FLAT_BELOW = 10_000
 DEFAULT_BUDGET = 4 << 30
-_EF_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
-_NPROBE_STEPS = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024)
-_RERANK_STEPS = (1, 2, 4, 8, 16)
+EF_STEPS = (10, 12, 16, 20, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256, 320, 384,
+            512, 768, 1024)
+NPROBE_STEPS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96,
+                112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 1024)
+# k-means trains on up to this many points per list (FAISS's own cap is 256): fewer gave
+# visibly unbalanced lists (imbalance 1.51 at 50 per list vs 1.35 at 100, 1M x 32).
+TRAIN_PER_LIST = 256
+TRAIN_LIMIT = 262_144
 
 
 def _faiss():
@@ -76,8 +79,17 @@ def memory_budget() -> int:
         raise InvalidInput(f"LATENTSEARCH_MEMORY_BUDGET must be a number of bytes, got {raw!r}")
 
 
-def _nlist(n: int) -> int:
-    return int(max(1, min(round(4 * np.sqrt(n)), n // 39)))
+def _nlist(n: int, per_sqrt: float = 4.0) -> int:
+    # 39 training points per centroid is FAISS's minimum
+    return int(max(1, min(round(per_sqrt * np.sqrt(n)), n // 39)))
+
+
+def _fs_m(dim: int) -> int:
+    """Fast-scan sub-quantizers: one per dimension up to 64 (4 bits each), an even count."""
+    for m in (dim, dim // 2, dim // 4, dim // 8):
+        if 2 <= m <= 64 and m % 2 == 0 and dim % m == 0:
+            return m
+    return 0
 
 
 def _pq_m(dim: int) -> int:
@@ -87,19 +99,27 @@ def _pq_m(dim: int) -> int:
     return 1
 
 
-def ivf_bytes(n: int, dim: int) -> int:
-    """Rough resident size of IVF,Flat: the vectors and their ids, plus the centroids."""
-    return n * (4 * dim + 8) + _nlist(n) * 4 * dim
+def index_bytes(spec: str, n: int, dim: int) -> int:
+    """Rough resident size of a spec's index (codes, ids, centroids, graph links)."""
+    if spec == "ivf":
+        return n * (4 * dim + 8) + _nlist(n) * 4 * dim
+    if spec == "ivffs":
+        return n * (_fs_m(dim) // 2 + 8) + _nlist(n, 1.0) * 4 * dim
+    if spec == "hnsw":
+        return n * (4 * dim + 8 + 32 * 2 * 4 + 16)
+    if spec == "ivfpq":
+        return n * (_pq_m(dim) + 8) + _nlist(n) * 4 * dim
+    return n * (4 * dim + 8)
 
 
 def plan(spec: str, n: int, dim: int) -> IndexPlan:
     """Resolve ``spec`` for ``n`` vectors of ``dim`` into a factory string (without IDMap)."""
     spec = (spec or "auto").strip()
     name = spec.lower()
-    if name == "auto":
+    if name == "auto":  # the real choice is measured by _tuning.choose; this is its default
         if n < AUTO_FLAT_BELOW:
             return IndexPlan(spec, "Flat")
-        chosen = plan("ivf" if ivf_bytes(n, dim) <= memory_budget() else "ivfpq", n, dim)
+        chosen = plan("ivffs" if _fs_m(dim) else "ivf", n, dim)
         return IndexPlan(spec, chosen.factory, chosen.params)
     if name == "flat":
         return IndexPlan(spec, "Flat")
@@ -108,6 +128,13 @@ def plan(spec: str, n: int, dim: int) -> IndexPlan:
     if name == "ivf":
         nl = _nlist(n)
         return IndexPlan(spec, f"IVF{nl},Flat" if n >= 39 else "Flat")
+    if name == "ivffs":
+        m = _fs_m(dim)
+        if not m:
+            raise IndexSpecError(f"ivffs needs an even dimension with an even divisor <= 64, got {dim}")
+        if n < 10_000:  # 16 centroids per sub-quantizer train well from a few thousand points
+            return IndexPlan(spec, "Flat")
+        return IndexPlan(spec, f"IVF{_nlist(n, 1.0)},PQ{m}x4fs", {"rerank": 4})
     if name == "ivfpq":
         # PQ needs 256 centroids per sub-quantizer: below ~10k vectors it trains badly.
         if n < 10_000:
@@ -154,8 +181,10 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors / norms, dtype=np.float32)
 
 
-def build(factory: str, dim: int, metric: str, vectors: np.ndarray, ids: np.ndarray):
-    """A trained index for ``factory`` holding ``vectors`` under ``ids``."""
+def build(factory: str, dim: int, metric: str, vectors: np.ndarray, ids: np.ndarray,
+          *, skip: np.ndarray | None = None):
+    """A trained index for ``factory`` holding ``vectors`` under ``ids``, less the rows
+    ``skip`` (held out for tuning; the caller adds them after)."""
     faiss = _faiss()
     try:
         raw = faiss.index_factory(dim, factory, faiss_metric(metric))
@@ -176,26 +205,47 @@ def build(factory: str, dim: int, metric: str, vectors: np.ndarray, ids: np.ndar
                 f"got {len(vectors)}"
             )
         try:
-            index.train(_train_sample(vectors))
+            index.train(_train_sample(vectors, _train_size(factory, len(vectors))))
         except RuntimeError as exc:
             raise IndexSpecError(f"FAISS cannot train {factory!r}: {_first_line(exc)}") from None
-    add(index, vectors, ids)
+    add(index, vectors, ids, skip=skip)
     return index
 
 
-def _train_sample(vectors: np.ndarray, limit: int = 200_000) -> np.ndarray:
+def _train_size(factory: str, n: int) -> int:
+    m = re.search(r"IVF(\d+)", factory)
+    if not m:
+        return min(n, TRAIN_LIMIT)
+    lists = int(m.group(1))
+    return min(n, max(min_train_size(factory), min(TRAIN_PER_LIST * lists, TRAIN_LIMIT)))
+
+
+def imbalance(index) -> float | None:
+    """FAISS's imbalance factor of an IVF index's lists (1.0 = all lists the same size)."""
+    faiss = _faiss()
+    inner = _inner(index)
+    if not isinstance(inner, faiss.IndexIVF) or inner.ntotal == 0:
+        return None
+    return round(float(inner.invlists.imbalance_factor()), 3)
+
+
+def _train_sample(vectors: np.ndarray, limit: int) -> np.ndarray:
     if len(vectors) <= limit:
         return np.ascontiguousarray(vectors)
     rows = np.sort(np.random.default_rng(0).choice(len(vectors), limit, replace=False))
     return np.ascontiguousarray(vectors[rows])
 
 
-def add(index, vectors: np.ndarray, ids: np.ndarray, batch: int = 100_000) -> None:
+def add(index, vectors: np.ndarray, ids: np.ndarray, batch: int = 100_000,
+        *, skip: np.ndarray | None = None) -> None:
+    """Add in batches (vectors may be memory-mapped), leaving out the rows ``skip``."""
     for start in range(0, len(vectors), batch):
-        index.add_with_ids(
-            np.ascontiguousarray(vectors[start : start + batch], dtype=np.float32),
-            np.ascontiguousarray(ids[start : start + batch], dtype=np.int64),
-        )
+        v = np.asarray(vectors[start : start + batch], dtype=np.float32)
+        i = np.asarray(ids[start : start + batch], dtype=np.int64)
+        if skip is not None and len(skip):
+            keep = ~np.isin(np.arange(start, start + len(v)), skip)
+            v, i = v[keep], i[keep]
+        index.add_with_ids(np.ascontiguousarray(v), np.ascontiguousarray(i))
 
 
 def try_remove(index, ids: np.ndarray) -> bool:
@@ -237,7 +287,8 @@ def _search_params(index, params: dict[str, Any], selector):
         p.nprobe = int(params.get("nprobe", inner.nprobe))
     else:
         p = faiss.SearchParameters()
-    p.sel = selector
+    if selector is not None:
+        p.sel = selector
     return p
 
 
@@ -251,11 +302,15 @@ def search(
     metric: str = "l2",
     allowed: np.ndarray | None = None,
     excluded: np.ndarray | None = None,
+    typed: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Search ``index``; returns raw FAISS scores and ids (-1 where fewer than k exist).
 
-    Search parameters must have been set on ``index`` with :func:`apply`; ``params`` is
-    needed for filtered searches (typed FAISS parameters carry the selector) and the re-rank.
+    The default parameters must have been set on ``index`` with :func:`apply`; with
+    ``typed`` (another point of the tuned curve), ``params`` go to FAISS with this call only,
+    so threads searching with other parameters do not disturb each other. ``params`` also
+    carries the re-rank depth and is needed for filtered searches (the selector rides on
+    typed parameters).
     ``allowed`` restricts the search to those ids through a FAISS id selector, ``excluded``
     (removed ids the index still holds) keeps those ids out the same way. With a
     ``rerank`` parameter (lossy indexes), ``rerank * k`` candidates are fetched and re-scored
@@ -266,7 +321,10 @@ def search(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     with _threads_for(len(queries)):
         if allowed is None and (excluded is None or not len(excluded)):
-            D, I = index.search(queries, fetch)  # efSearch / nprobe were set by apply()
+            if typed:
+                D, I = index.search(queries, fetch, params=_search_params(index, params, None))
+            else:
+                D, I = index.search(queries, fetch)  # efSearch / nprobe were set by apply()
         else:
             faiss = _faiss()
             chosen = allowed if allowed is not None else excluded
@@ -275,7 +333,7 @@ def search(
             D, I = index.search(queries, fetch, params=_search_params(index, params, selector))
             del batch  # kept alive until here: the selectors hold raw pointers
     if rerank:
-        D, I = _rerank(queries, I, k, vectors_of, metric)
+        D, I = rerank_exact(queries, I, k, vectors_of, metric)
     return D, I
 
 
@@ -298,23 +356,55 @@ def _threads_for(n_queries: int):
         faiss.omp_set_num_threads(before)
 
 
-def _rerank(queries, cand, k, vectors_of, metric):
-    """Exact scores of the candidate ids (-1 = none), best k first, for all queries at once."""
+def exact_scores(queries, cand, vectors_of, metric) -> np.ndarray:
+    """Exact FAISS-style scores of candidate ids (-1 = none, scored worst) for each query."""
     worst = np.inf if metric == "l2" else -np.inf
     valid = cand >= 0
     if not valid.any():
-        return np.full((len(queries), k), worst, np.float32), np.full((len(queries), k), -1)
+        return np.full(cand.shape, worst, np.float32)
     safe = np.where(valid, cand, cand[valid][0])  # any held id; masked out below
-    vecs = vectors_of(safe.reshape(-1)).reshape(*cand.shape, -1)
+    vecs = np.asarray(vectors_of(safe.reshape(-1)), dtype=np.float32).reshape(*cand.shape, -1)
     if metric == "l2":
-        scores = ((vecs - queries[:, None, :]) ** 2).sum(-1)
+        vecs -= queries[:, None, :]
+        scores = np.einsum("qmd,qmd->qm", vecs, vecs)
     else:
         scores = np.einsum("qmd,qd->qm", vecs, queries)
     scores[~valid] = worst
-    order = np.argsort(scores if metric == "l2" else -scores, axis=1, kind="stable")[:, :k]
+    return scores
+
+
+def best_of(scores, cand, k, metric) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` columns of ``scores`` per row, best first, with their ids."""
+    key = scores if metric == "l2" else -scores
+    if k < key.shape[1]:  # the best k unordered, then ordered: cheaper than a full sort
+        part = np.argpartition(key, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(part, np.argsort(np.take_along_axis(key, part, 1), axis=1,
+                                                    kind="stable"), 1)
+    else:
+        order = np.argsort(key, axis=1, kind="stable")
     out_i = np.take_along_axis(cand, order, 1)
-    out_i[~np.take_along_axis(valid, order, 1)] = -1
-    return np.take_along_axis(scores, order, 1).astype(np.float32), out_i
+    out_d = np.take_along_axis(scores, order, 1).astype(np.float32)
+    out_i[~np.isfinite(out_d)] = -1
+    return out_d, out_i
+
+
+def rerank_exact(queries, cand, k, vectors_of, metric):
+    """Exact scores of the candidate ids (-1 = none), best k first, for all queries at once."""
+    if not (cand >= 0).any():
+        worst = np.inf if metric == "l2" else -np.inf
+        return np.full((len(queries), k), worst, np.float32), np.full((len(queries), k), -1)
+    return best_of(exact_scores(queries, cand, vectors_of, metric), cand, k, metric)
+
+
+def knob(index) -> tuple[str | None, list[int]]:
+    """The search parameter a tuner sweeps for this index, and the values to try."""
+    faiss = _faiss()
+    inner = _inner(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        return "efSearch", list(EF_STEPS)
+    if isinstance(inner, faiss.IndexIVF):
+        return "nprobe", [s for s in NPROBE_STEPS if s < inner.nlist] + [inner.nlist]
+    return None, []
 
 
 def exact_search(
@@ -348,78 +438,21 @@ def exact_search(
 
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     """Share of the true neighbours (ids >= 0) that ``found`` contains, over all queries."""
-    hits = total = 0
-    for f, t in zip(found, truth):
-        t = t[t >= 0]
-        total += len(t)
-        hits += len(np.intersect1d(f, t))
-    return hits / total if total else 1.0
+    found, truth = np.asarray(found), np.asarray(truth)
+    valid = truth >= 0
+    total = int(valid.sum())
+    if not total:
+        return 1.0
+    hits = 0
+    for start in range(0, len(truth), 4096):  # bounded memory: q x found x truth booleans
+        f, t = found[start : start + 4096], truth[start : start + 4096]
+        seen = (f[:, :, None] == t[:, None, :]).any(axis=1)
+        hits += int((seen & valid[start : start + 4096]).sum())
+    return hits / total
 
 
-def tune(
-    index,
-    vectors: np.ndarray,
-    ids: np.ndarray,
-    metric: str,
-    params: dict[str, Any],
-    *,
-    k: int = 10,
-    sample: int = 500,
-    target: float = TUNE_TARGET,
-    seed: int = 0,
-    vectors_of=None,
-) -> dict[str, Any]:
-    """Smallest efSearch / nprobe (then rerank) reaching ``target`` recall@k on a sample.
-
-    Returns the parameters with ``tuned_recall`` (the recall measured at them). Indexes with
-    nothing to tune (flat, or too few vectors to matter) get their exact recall recorded.
-    """
-    faiss = _faiss()
-    n = len(vectors)
-    params = dict(params)
-    if n == 0:
-        return params
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, min(sample, n), replace=False))
-    queries = np.ascontiguousarray(vectors[rows])
-    own = np.asarray(ids)[rows]
-    # Each sample item queries the index and must find its k true neighbours, itself
-    # excluded: finding itself is trivial and would flatter the recall.
-    _, truth = exact_search(vectors, ids, queries, k + 1, metric)
-    truth = _drop_own(truth, own, k)
-
-    def measure(p):
-        apply(index, p)
-        _, found = search(index, queries, k + 1, p, vectors_of=vectors_of, metric=metric)
-        return recall_at(_drop_own(found, own, k), truth)
-
-    inner = _inner(index)
-    if isinstance(inner, faiss.IndexHNSW):
-        knob, steps = "efSearch", [s for s in _EF_STEPS if s >= k]
-    elif isinstance(inner, faiss.IndexIVF):
-        knob, steps = "nprobe", [s for s in _NPROBE_STEPS if s <= inner.nlist] or [inner.nlist]
-    else:
-        knob, steps = None, []
-    rerank_steps = _RERANK_STEPS if "rerank" in params else (1,)
-    best = None
-    for rr in rerank_steps:
-        if "rerank" in params:
-            params["rerank"] = rr
-        for value in steps or [None]:
-            if knob:
-                params[knob] = value
-            r = measure(params)
-            best = (r, dict(params))
-            if r >= target:
-                break
-        if best[0] >= target:
-            break
-    recall, params = best
-    params["tuned_recall"] = round(float(recall), 4)
-    return params
-
-
-def _drop_own(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+def drop_own(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ids without the query's own id ``own[q]``, cut to ``k`` (-1 padded)."""
     out = np.full((len(found), k), -1, dtype=np.int64)
     for q, row in enumerate(found):
         row = row[row != own[q]][:k]

@@ -24,7 +24,11 @@ ROOT = click.option(
     help="Folder holding collections (default: $LATENTSEARCH_ROOT, else ./indexes).",
 )
 INDEX = click.option("--index", "index_spec", default="auto", show_default=True,
-                     help="auto, flat, hnsw, ivf, ivfpq, or a FAISS index_factory string.")
+                     help="auto (chosen by measurement), flat, hnsw, ivf, ivffs, ivfpq, or a "
+                          "FAISS index_factory string.")
+RECALL = click.option("--recall", "recall", type=click.FloatRange(0.0, 1.0, min_open=True),
+                      default=0.95, show_default=True,
+                      help="recall@10 the index is tuned to, measured on held-out queries.")
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace an existing collection of that name.")
 WAIT = click.option("--wait", type=float, default=0.0, show_default=True,
@@ -72,21 +76,24 @@ def build() -> None:
 @click.option("--name", help="Collection name (default: the file's stem).")
 @ROOT
 @INDEX
+@RECALL
 @click.option("--metric", type=click.Choice(METRICS), default="l2", show_default=True)
 @OVERWRITE
 @QUIET
-def build_vectors_cmd(file, labels, name, root, index_spec, metric, overwrite, quiet) -> None:
+def build_vectors_cmd(file, labels, name, root, index_spec, recall, metric, overwrite, quiet) -> None:
     """Index vectors made elsewhere: an (n, dim) float array in a .npy file.
 
     \b
     Example:
       latentsearch build vectors emb.npy --labels labels.txt --name emb
+      latentsearch build vectors emb.npy --recall 0.99
     """
     from latentsearch._sources import _default_name, load_labels
 
     labs = load_labels(labels) if labels else None
     col = ls.build_vectors(file, labs, name=name or _default_name(file), root=root,
-                           index=index_spec, metric=metric, overwrite=overwrite, quiet=quiet)
+                           index=index_spec, metric=metric, overwrite=overwrite, quiet=quiet,
+                           recall=recall)
     _built(col)
 
 
@@ -185,7 +192,10 @@ def _parse_where(pairs: tuple[str, ...]) -> dict[str, str] | None:
               help="Only items whose record matches, e.g. --where label=3 (repeat to AND).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 @click.option("--grid", type=click.Path(dir_okay=False), help="Write query and neighbours as one PNG.")
-def query(name, root, item_id, image, text, vector, k, where, as_json, grid) -> None:
+@click.option("--recall", "recall", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="recall@10 wanted: a point of the curve tuned at build time (no rebuild).")
+@click.option("--exact", is_flag=True, help="Brute force over the stored vectors.")
+def query(name, root, item_id, image, text, vector, k, where, as_json, grid, recall, exact) -> None:
     """Find the nearest items to a stored item, an image, a sentence or a vector.
 
     \b
@@ -193,15 +203,17 @@ def query(name, root, item_id, image, text, vector, k, where, as_json, grid) -> 
       latentsearch query mnist --id 7 -k 5
       latentsearch query news --text "bushfires near Sydney" -k 5
       latentsearch query mnist --image digit.png --grid out.png
+      latentsearch query emb --id 3 --recall 0.99
     """
     given = [x is not None for x in (item_id, image, text, vector)]
     if sum(given) != 1:
         raise click.UsageError("give exactly one of --id, --image, --text, --vector")
     col = ls.open(name, root)
     filt = _parse_where(where)
+    knobs = {"recall": recall, "exact": exact}
     query_tile = None
     if item_id is not None:
-        hits = col.neighbors(item_id, k=k, where=filt)
+        hits = col.neighbors(item_id, k=k, where=filt, **knobs)
         described: dict[str, Any] = {"id": item_id}
     elif image is not None:
         from latentsearch._images import read_image_file
@@ -212,17 +224,18 @@ def query(name, root, item_id, image, text, vector, k, where, as_json, grid) -> 
         if col.modality != "image":
             raise ls.EncoderError(f"collection {col.name} holds {col.modality}; it cannot be queried by image")
         query_tile = read_image_file(image, size=int(cfg.get("size", 28)), color=_image_color(cfg))
-        hits = col.search(query_tile, k=k, where=filt)
+        hits = col.search(query_tile, k=k, where=filt, **knobs)
         described = {"image": image}
     elif text is not None:
-        hits = col.search(text, k=k, where=filt)
+        hits = col.search(text, k=k, where=filt, **knobs)
         described = {"text": text}
     else:
         from latentsearch._collection import load_npy
 
-        hits = col.search(load_npy(Path(vector)).reshape(-1), k=k, where=filt)
+        hits = col.search(load_npy(Path(vector)).reshape(-1), k=k, where=filt, **knobs)
         described = {"vector": vector}
-    described.update({"collection": col.name, "k": k, "where": filt})
+    described.update({"collection": col.name, "k": k, "where": filt, "recall": recall,
+                      "exact": exact})
     if grid:
         from latentsearch._grid import write_query_grid
 
@@ -321,10 +334,37 @@ def info(name, root, as_json) -> None:
     if as_json:
         _echo_json(data)
         return
+    data = dict(data)
+    entry = data.pop("index")
+    for line in _index_lines(entry):
+        click.echo(line)
     for key, value in data.items():
         if isinstance(value, dict):
             value = json.dumps(value, ensure_ascii=False)
         click.echo(f"{key:>15}: {value}")
+
+
+def _index_lines(entry: dict[str, Any]) -> list[str]:
+    """The manifest's index entry as a few readable lines for `info`."""
+    params = {k: v for k, v in entry.get("params", {}).items() if k != "tuned_recall"}
+    lines = [f"{'index':>15}: {entry['factory']} (spec {entry['spec']}"
+             + (f", {params}" if params else "") + ")"]
+    if "tuned_recall" in entry.get("params", {}):
+        lines.append(f"{'tuned':>15}: recall@10 {entry['params']['tuned_recall']:.3f} on "
+                     f"{entry.get('holdout', '?')} held-out queries (target "
+                     f"{entry.get('target_recall', 0.95)})")
+    if entry.get("imbalance"):
+        lines.append(f"{'imbalance':>15}: {entry['imbalance']}")
+    curve = entry.get("curve") or []
+    if curve:
+        shown = ", ".join(f"{p['recall']:.3f}" for p in curve)
+        lines.append(f"{'curve':>15}: {len(curve)} points, recall {shown}")
+    for c in (entry.get("choice") or {}).get("candidates", []):
+        how = "estimated" if c["estimated"] else "measured"
+        mark = "  <- chosen" if c["spec"] == entry["choice"]["chosen"] else ""
+        lines.append(f"{'candidate':>15}: {c['spec']:<6} {c['qps']:>9,} q/s ({how}) at recall "
+                     f"{c['recall']:.3f}{mark}")
+    return lines
 
 
 @main.command("list")

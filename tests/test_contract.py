@@ -1,7 +1,10 @@
 """One contract, every index spec and both metrics: answers match exact numpy search.
 
 10,000 seeded clustered vectors; recall@10 >= 0.95 for approximate specs, identical ids for
-flat; then add, remove, a where filter, reopen, and the same answers again.
+flat; then add, remove, a where filter, reopen, and the same answers again. The indexes are
+tuned to 0.97 (as every index was before the tuned recall became a build option): 100 queries
+are too few to ask 0.95 of an index tuned to exactly 0.95 (test_tuning checks that target on
+1,000 new queries).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
+from latentsearch import _index
 from conftest import clustered
 
 SPECS = ["flat", "hnsw", "ivf", "ivfpq", "auto", "IVF64,SQ8"]
@@ -50,7 +54,7 @@ def data():
 @pytest.mark.parametrize("spec", SPECS)
 def test_contract(spec, metric, data, root):
     x, labels, extra, extra_labels, queries = data
-    col = ls.build_vectors(x, labels, name="c", index=spec, metric=metric)
+    col = ls.build_vectors(x, labels, name="c", index=spec, metric=metric, recall=0.97)
     assert len(col) == N and col.dim == 32 and col.metric == metric
     assert col.info["index"]["spec"] == spec
 
@@ -125,16 +129,24 @@ def test_contract(spec, metric, data, root):
     compacted = again.search_batch(queries, k=K)
     if spec == "flat":
         assert hit_ids(compacted) == hit_ids(before)
-    else:
-        assert recall(compacted, np.array(hit_ids(before))) >= 0.95
+    else:  # against exact search of what the collection now holds (a rebuilt HNSW differs
+        # from the one before, so two approximate answers need not agree to 0.95)
+        final_x = np.concatenate([all_x[keep], extra[:2]])
+        final_ids = np.concatenate([all_ids[keep], more])
+        truth4, _ = numpy_exact(final_x, final_ids, queries, K, metric)
+        assert recall(compacted, truth4) >= 0.95
 
 
-def test_auto_picks_flat_for_small_and_ivf_above_10k(root):
+def test_auto_picks_flat_for_small_and_the_fastest_measured_candidate_above_10k(root):
     small, _ = clustered(2_000)
     assert ls.build_vectors(small, name="s").info["index"]["factory"] == "Flat"
     big, _ = clustered(10_500)
     info = ls.build_vectors(big, name="b").info["index"]
-    assert info["factory"].startswith("IVF") and info["factory"].endswith(",Flat")
+    choice = info["choice"]
+    assert {c["spec"] for c in choice["candidates"]} == {"ivf", "ivffs", "hnsw"}
+    reaching = [c for c in choice["candidates"] if c["recall"] >= 0.945]
+    assert choice["chosen"] == max(reaching, key=lambda c: c["qps"])["spec"]
+    assert info["factory"] == _index.plan(choice["chosen"], len(big), 32).factory
     assert info["params"]["tuned_recall"] >= 0.95
 
 

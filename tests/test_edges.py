@@ -290,7 +290,7 @@ def test_rerank_equals_exact_search_where_recall_is_one():
         _, cand = _index.exact_search(base, ids, qq, 40, metric)  # holds the true 10
         cand = cand[:, ::-1].copy()  # in the worst order
         cand[:, :3] = -1  # and with gaps
-        d, i = _index._rerank(qq, cand, 10, lambda w: base[np.searchsorted(ids, w)], metric)
+        d, i = _index.rerank_exact(qq, cand, 10, lambda w: base[np.searchsorted(ids, w)], metric)
         np.testing.assert_array_equal(i, i_exact)
         np.testing.assert_allclose(d, d_exact, rtol=1e-4, atol=1e-5)
 
