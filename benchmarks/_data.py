@@ -77,3 +77,32 @@ def median(values) -> float:
 
 def pct(values, q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
+
+
+def write_section(path, name: str, text: str) -> None:
+    """Replace (or append) the block between ``<!-- NAME -->`` and ``<!-- /NAME -->`` in
+    ``path``, so scripts that each own a section of RESULTS.md leave the others alone."""
+    from pathlib import Path
+
+    path = Path(path)
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    old = path.read_text() if path.exists() else ""
+    block = f"{start}\n{text.rstrip()}\n{end}"
+    if start in old and end in old:
+        head, rest = old.split(start, 1)
+        new = head + block + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    path.write_text(new)
+
+
+def kept_sections(path) -> str:
+    """Every ``<!-- NAME -->`` block of ``path``, for a script that rewrites the rest."""
+    import re
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return ""
+    found = re.findall(r"(<!-- ([\w-]+) -->.*?<!-- /\2 -->)", path.read_text(), flags=re.S)
+    return "\n\n".join(block for block, _ in found)

@@ -1057,7 +1057,10 @@ def main(argv=None) -> None:
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    from benchmarks._data import kept_sections
+
+    kept = kept_sections(out)  # sections other scripts own (peers, text) stay
+    out.write_text(text + "\n" + (f"\n{kept}\n" if kept else ""))
     log(f"wrote {out} (total {R['total_s'] / 60:.1f} min)")
 
 

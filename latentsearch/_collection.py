@@ -897,12 +897,12 @@ def _build_and_tune(spec: str, vectors: np.ndarray, ids: np.ndarray, metric: str
                                    vectors, ids, metric, target)
     _progress(f"auto: measuring candidate indexes at recall {target}", quiet)
     chosen, choice, built = _tuning.choose(vectors, ids, metric, target)
-    if built is None:  # measured on samples: build the winner over every vector
-        plan = _index.plan(chosen, len(vectors), vectors.shape[1])
-        built = _tuning.build_tuned(plan, vectors, ids, metric, target)
+    if built is None:  # ivfpq when nothing else fits
+        built = _tuning.build_tuned(_index.plan(chosen, len(vectors), vectors.shape[1]),
+                                    vectors, ids, metric, target)
     index, entry = built
     entry = dict(entry, spec=spec, choice=choice)
-    entry.pop("qps_at_target", None)
+    entry.pop("qps_at_target", None)  # in the choice's candidates
     return index, entry
 
 

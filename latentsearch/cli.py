@@ -360,10 +360,11 @@ def _index_lines(entry: dict[str, Any]) -> list[str]:
         shown = ", ".join(f"{p['recall']:.3f}" for p in curve)
         lines.append(f"{'curve':>15}: {len(curve)} points, recall {shown}")
     for c in (entry.get("choice") or {}).get("candidates", []):
-        how = "estimated" if c["estimated"] else "measured"
         mark = "  <- chosen" if c["spec"] == entry["choice"]["chosen"] else ""
-        lines.append(f"{'candidate':>15}: {c['spec']:<6} {c['qps']:>9,} q/s ({how}) at recall "
-                     f"{c['recall']:.3f}{mark}")
+        lines.append(f"{'candidate':>15}: {c['spec']:<6} {c['qps']:>9,} q/s at recall "
+                     f"{c['recall']:.3f}, built in {c['build_s']} s{mark}")
+    for spec, why in (entry.get("choice") or {}).get("left_out", {}).items():
+        lines.append(f"{'left out':>15}: {spec}: {why}")
     return lines
 
 

@@ -107,7 +107,7 @@ def test_auto_choice_is_recorded_and_reproducible_for_a_seed(hard, root):
     b = ls.build_vectors(x, name="b").info["index"]
     assert a["spec"] == "auto" and a["choice"]["chosen"] in ("ivf", "ivffs", "hnsw")
     for c in a["choice"]["candidates"]:
-        assert c["qps"] > 0 and 0 < c["recall"] <= 1 and c["estimated"] is False
+        assert c["qps"] > 0 and 0 < c["recall"] <= 1 and c["build_s"] > 0
     # the measurements differ run to run (timings), the chosen index's curve does not
     # depend on timing: the same spec built twice tunes to the same curve
     same = ls.build_vectors(x, name="c", index=a["choice"]["chosen"]).info["index"]
