@@ -94,7 +94,7 @@ def _system(name: str, x: np.ndarray, q: np.ndarray, tmp: Path):
         col = ls.build_vectors(x, name="peers", root=tmp, index="auto", quiet=True)
         build = time.perf_counter() - t0
         entry = col.info["index"]
-        wanted = sorted({p["recall"] for p in entry.get("curve", [])} | {None})
+        wanted = [None] + sorted({p["recall"] for p in entry.get("curve", [])})
         points = []
         for r in wanted:
             params = entry["params"] if r is None else next(

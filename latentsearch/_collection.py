@@ -199,6 +199,7 @@ class Collection:
             con.close()
         self.manifest = manifest
         self._vectors, self._main_ids, self._index, self._records, self._main_images = main
+        self._main_array = np.asarray(self._vectors)  # a plain view of the memory map
         self._deltas = deltas
         self._row_ids = all_ids  # every stored row, main first: the row of an id
         self._removed = removed
@@ -334,6 +335,14 @@ class Collection:
         out[in_main] = main[rows[in_main]]
         out[~in_main] = delta[rows[~in_main] - self._n_main]
         return out
+
+    def _main_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Vectors of ids the main index returned (held, not removed): the re-rank's fast path,
+        without the checks of :meth:`vectors`."""
+        main = self._main_ids
+        if len(main) and main[0] == 0 and main[-1] == len(main) - 1:  # ascending: ids are rows
+            return self._main_array[ids]
+        return self._main_array[np.searchsorted(main, ids)]
 
     def vectors(self, ids: Iterable[int] | None = None) -> np.ndarray:
         """Stored vectors (unit rows for metric cosine) for ``ids``, or all of them."""
@@ -523,7 +532,7 @@ class Collection:
         if exact:
             return self._exact_main(vecs, k, allowed)
         D, I = _index.search(
-            self._index, vecs, k, params, vectors_of=self.vectors, metric=self.metric,
+            self._index, vecs, k, params, vectors_of=self._main_vectors, metric=self.metric,
             allowed=allowed, excluded=self._removed if allowed is None else None, typed=typed,
         )
         short = (I < 0).any(axis=1)

@@ -360,30 +360,33 @@ def exact_scores(queries, cand, vectors_of, metric) -> np.ndarray:
     """Exact FAISS-style scores of candidate ids (-1 = none, scored worst) for each query."""
     worst = np.inf if metric == "l2" else -np.inf
     valid = cand >= 0
-    if not valid.any():
+    every = bool(valid.all())
+    if not every and not valid.any():
         return np.full(cand.shape, worst, np.float32)
-    safe = np.where(valid, cand, cand[valid][0])  # any held id; masked out below
+    safe = cand if every else np.where(valid, cand, cand[valid][0])  # masked out below
     vecs = np.asarray(vectors_of(safe.reshape(-1)), dtype=np.float32).reshape(*cand.shape, -1)
+    small = len(queries) < SMALL_BATCH  # numpy's per-call costs dominate: fewest calls
     if metric == "l2":
         vecs -= queries[:, None, :]
-        scores = np.einsum("qmd,qmd->qm", vecs, vecs)
+        scores = (vecs * vecs).sum(-1) if small else np.einsum("qmd,qmd->qm", vecs, vecs)
     else:
-        scores = np.einsum("qmd,qd->qm", vecs, queries)
-    scores[~valid] = worst
+        scores = np.matmul(vecs, queries[:, :, None])[..., 0]
+    if not every:
+        scores[~valid] = worst
     return scores
 
 
 def best_of(scores, cand, k, metric) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` columns of ``scores`` per row, best first, with their ids."""
     key = scores if metric == "l2" else -scores
-    if k < key.shape[1]:  # the best k unordered, then ordered: cheaper than a full sort
+    rows = np.arange(len(key))[:, None]
+    if k < key.shape[1] and key.shape[1] > 64:  # the best k unordered, then ordered
         part = np.argpartition(key, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(part, np.argsort(np.take_along_axis(key, part, 1), axis=1,
-                                                    kind="stable"), 1)
+        order = part[rows, np.argsort(key[rows, part], axis=1, kind="stable")]
     else:
-        order = np.argsort(key, axis=1, kind="stable")
-    out_i = np.take_along_axis(cand, order, 1)
-    out_d = np.take_along_axis(scores, order, 1).astype(np.float32)
+        order = np.argsort(key, axis=1, kind="stable")[:, :k]
+    out_i = cand[rows, order]
+    out_d = scores[rows, order].astype(np.float32)
     out_i[~np.isfinite(out_d)] = -1
     return out_d, out_i
 

@@ -139,3 +139,30 @@ def test_collection_without_a_curve_refuses_recall_but_searches(hard, root):
     assert len(col.search(q[0], k=5)) == 5
     with pytest.raises(ls.InvalidInput, match="no tuned recall curve"):
         col.search(q[0], k=5, recall=0.9)
+
+
+def test_cli_recall_exact_and_info(hard, root, tmp_path):
+    from click.testing import CliRunner
+
+    from latentsearch.cli import main
+
+    x, q, truth = hard
+    np.save(tmp_path / "x.npy", x[:12_000])
+    np.save(tmp_path / "q.npy", q[0])
+    run = CliRunner().invoke
+    out = run(main, ["build", "vectors", str(tmp_path / "x.npy"), "--name", "v", "--index", "ivf",
+                     "--recall", "0.9", "-q"])
+    assert out.exit_code == 0, out.output
+    assert ls.open("v").info["index"]["target_recall"] == 0.9
+    info = run(main, ["info", "v"]).output
+    assert "IVF" in info and "held-out queries (target 0.9)" in info and "curve" in info
+    exact = run(main, ["query", "v", "--vector", str(tmp_path / "q.npy"), "--exact", "--json"])
+    assert exact.exit_code == 0, exact.output
+    import json
+
+    got = [h["id"] for h in json.loads(exact.output)["hits"]]
+    assert got == exact_ids(x[:12_000], q[:1])[0].tolist()
+    high = run(main, ["query", "v", "--vector", str(tmp_path / "q.npy"), "--recall", "0.99"])
+    assert high.exit_code == 0, high.output
+    bad = run(main, ["query", "v", "--id", "3", "--recall", "1.5"])
+    assert bad.exit_code == 2 and "1.5" in bad.output
