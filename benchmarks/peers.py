@@ -86,7 +86,7 @@ def _dir_bytes(path: Path) -> int:
 
 def _system(name: str, x: np.ndarray, q: np.ndarray, tmp: Path):
     """(build seconds, disk bytes, [(label, batch_fn, single_fn)]) for one system."""
-    n = len(x)
+    n, dim = x.shape
     t0 = time.perf_counter()
     if name == "latentsearch":
         import latentsearch as ls
@@ -114,12 +114,12 @@ def _system(name: str, x: np.ndarray, q: np.ndarray, tmp: Path):
 
         faiss.omp_set_num_threads(2)
         if name == "faiss-hnsw":
-            index = faiss.IndexHNSWFlat(32, 32)
+            index = faiss.IndexHNSWFlat(dim, 32)
             index.add(x)
             knob, values = "efSearch", (16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
         else:
             nlist = int(4 * np.sqrt(n))
-            index = faiss.index_factory(32, f"IVF{nlist},Flat")
+            index = faiss.index_factory(dim, f"IVF{nlist},Flat")
             index.train(x[: min(n, 64 * nlist)])
             index.add(x)
             knob, values = "nprobe", (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -145,7 +145,7 @@ def _system(name: str, x: np.ndarray, q: np.ndarray, tmp: Path):
         import hnswlib
 
         m = 16 if name.endswith("16") else 32
-        index = hnswlib.Index(space="l2", dim=32)
+        index = hnswlib.Index(space="l2", dim=dim)
         index.init_index(max_elements=n, M=m, ef_construction=200, random_seed=1)
         index.add_items(x, np.arange(n), num_threads=2)
         build = time.perf_counter() - t0
@@ -164,7 +164,7 @@ def _system(name: str, x: np.ndarray, q: np.ndarray, tmp: Path):
     if name == "usearch":
         from usearch.index import Index
 
-        index = Index(ndim=32, metric="l2sq", dtype="f32")
+        index = Index(ndim=dim, metric="l2sq", dtype="f32")
         index.add(np.arange(n), x, threads=2)
         build = time.perf_counter() - t0
         index.save(str(tmp / "u.usearch"))
@@ -183,20 +183,19 @@ def _system(name: str, x: np.ndarray, q: np.ndarray, tmp: Path):
         import chromadb
 
         client = chromadb.PersistentClient(path=str(tmp / "chroma"))
-        col = client.create_collection("p", configuration={"hnsw": {"space": "l2"}})
+        col = client.create_collection("peers", configuration={"hnsw": {"space": "l2"}})
         for s in range(0, n, 5000):
             col.add(ids=[str(i) for i in range(s, min(n, s + 5000))], embeddings=x[s : s + 5000])
         build = time.perf_counter() - t0
-        points = []
-        for ef in (10, 20, 40, 80, 160, 320):
-            def batch(ef=ef):
-                col.modify(configuration={"hnsw": {"ef_search": ef}})
-                res = col.query(query_embeddings=q, n_results=K)
-                return np.array([[int(i) for i in row] for row in res["ids"]])
+        # one point: changing ef_search through col.modify() had no visible effect here
 
-            def single(vec, ef=ef):
-                return col.query(query_embeddings=vec[None], n_results=K)
-            points.append((f"ef_search {ef}", batch, single))
+        def batch():
+            res = col.query(query_embeddings=q, n_results=K)
+            return np.array([[int(i) for i in row] for row in res["ids"]])
+
+        def single(vec):
+            return col.query(query_embeddings=vec[None], n_results=K)
+        points = [("default HNSW (ef_search 100)", batch, single)]
         return build, _dir_bytes(tmp / "chroma"), points, {}
     if name == "lancedb":
         import lancedb
@@ -261,11 +260,12 @@ def best_at(curve: list[dict], r: float) -> dict | None:
     return max(reaching, key=lambda p: p["qps"]) if reaching else None
 
 
-def tables(results: list[dict]) -> str:
+def tables(results: list[dict], real: bool = False) -> str:
     out = []
     for n in sorted({r["n"] for r in results}):
         here = [r for r in results if r["n"] == n and "curve" in r]
-        out.append(f"\n### {n:,} x 32, overlapping clusters (hard), 1,000 held-out queries\n")
+        what = "real vectors" if real else "x 32, overlapping clusters (hard)"
+        out.append(f"\n### {n:,} {what}, 1,000 held-out queries\n")
         out.append("| system | build s | disk MB | peak RSS MB | single p50 µs (at) | q/s at 0.95 (point) | q/s at 0.99 (point) | best recall |")
         out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in here:
@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--json", default="benchmarks/peers.json")
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    ap.add_argument("--vectors", help="a real (n, dim) .npy instead: its last 1,000 rows query the rest")
+    ap.add_argument("--section", default="peers", help="the RESULTS.md section to write")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -318,13 +320,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = []
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    for n in [int(s) for s in args.sizes.split(",")]:
+    sizes = [int(s) for s in args.sizes.split(",")] if not args.vectors else [0]
+    for n in sizes:
         with tempfile.TemporaryDirectory() as d:
             data = Path(d)
-            x, q = overlapping(n, 1), overlapping(1000, 2)
+            if args.vectors:
+                real = np.load(args.vectors, allow_pickle=False).astype(np.float32)
+                x, q = np.ascontiguousarray(real[:-1000]), np.ascontiguousarray(real[-1000:])
+                n = len(x)
+            else:
+                x, q = overlapping(n, 1), overlapping(1000, 2)
             import faiss
 
-            truth = faiss.knn(q, x, K)[1]
+            truth = faiss.knn(q, x, K)[1]  # l2 for every system
             for name, arr in (("x", x), ("q", q), ("truth", truth)):
                 np.save(data / f"{name}.npy", arr)
             del x
@@ -347,15 +355,17 @@ def main(argv: list[str] | None = None) -> int:
                 r = results[-1]
                 print(f"  build {r['build_s']}s, " + ", ".join(f"{p['recall']:.3f}@{p['qps']}" for p in r["curve"]),
                       file=sys.stderr, flush=True)
-    text = (f"Run {started}, {os.cpu_count()} cores; `python -m benchmarks.peers --sizes {args.sizes}`.\n"
-            + tables(results))
+    what = f"--vectors {args.vectors}" if args.vectors else f"--sizes {args.sizes}"
+    text = (f"Run {started}, {os.cpu_count()} cores; `python -m benchmarks.peers {what}`.\n"
+            + tables(results, real=bool(args.vectors)))
     print(text)
     if not args.no_write:
         Path(args.json).write_text(json.dumps(results, indent=1))
         from benchmarks._data import write_section
 
-        write_section(Path("benchmarks/RESULTS.md"), "peers",
-                      "## Search on hard data, beside the peers (`python -m benchmarks.peers`)\n\n" + text)
+        title = ("Search on real latents, beside the peers" if args.vectors
+                 else "Search on hard data, beside the peers (`python -m benchmarks.peers`)")
+        write_section(Path("benchmarks/RESULTS.md"), args.section, f"## {title}\n\n" + text)
     return 0
 
 
