@@ -1,26 +1,32 @@
-"""Half-document retrieval on the built-in ``news`` sample: is the text encoder any good?
+"""Text encoders judged against people (STS-B) and against themselves (``news`` halves).
 
-Run from the repository root::
+Run from the repository root (about 3 minutes on one core)::
 
-    python -m benchmarks.text [--dim 512] [--epochs N] [--seed 0]
+    python -m benchmarks.text [--seed 0] [--no-news]
 
-Protocol: every one of the 300 articles is split by words into a first and a second half.
-The second halves are the collection: each encoder variant is trained on them only (as
-``build text`` trains on the collection's own texts), they are encoded and searched exactly
-by cosine similarity. The first halves are the queries; a query scores a hit at k when its
-own article's second half is among the k nearest (an identical duplicate article counts as
-its own: the sample has 7 exact duplicates). Variants, all in one run:
+STS Benchmark (Cer et al. 2017; ../shared/data/stsb_train.tsv and stsb_dev.tsv, not
+shipped): ONE collection is built from every sentence of train and dev (both sides of every
+pair; the scores are never used for training), then each dev pair scores the cosine of its
+two sentences' vectors, and the figure is Spearman's rank correlation between those cosines
+and the human scores. The train pairs' Spearman is shown beside it: the prior's weights
+were chosen on dev, so train is the check that they were not fitted to dev.
 
-- ``trained, idf pooling``: the default encoder (contrastive training, word vectors composed
-  with character n-gram vectors, idf x sublinear-tf weighted mean of the word vectors);
-- ``trained, no subwords``: the same without the character n-grams;
-- ``trained, plain mean``: the same training with an unweighted mean over the tokens;
-- ``untrained (random)``: the default model with its random initial embeddings;
+Half-document retrieval on ``news``: every one of the 300 articles is split by words into a
+first and a second half. The second halves are the collection (each encoder trained on them
+only); the first halves are the queries; a query scores a hit at k when its own article's
+second half is among the k nearest by cosine (an identical duplicate counts as its own).
+
+Rows, all in one run:
+
+- ``default (prior, adapted)``: ``build text``: the WordNet prior adapted to the collection,
+  identity + synonym pooling (latentsearch/encoders/_prior.py);
+- ``prior, not adapted``: the same without the contrastive adaptation;
+- ``prior alone``: the shipped WordNet vectors, idf x sublinear-tf pooled, no identity part;
+- ``from scratch (--prior none)``: the encoder learned from the collection alone;
+- ``from scratch, untrained``: the same with its random initial embeddings;
 - ``TF-IDF cosine``: numpy, words = ``\\w+`` lower-cased, sublinear tf, smooth idf fitted on
-  the second halves, l2-normalised rows, exact cosine.
-
-It also times ``TextEncoder.encode`` against a bare call of the same Keras model on the
-same batch (the 300 queries, and a single query).
+  the collection, l2-normalised rows;
+- ``fused: 0.7 TF-IDF + 0.3 prior alone``: the two cosines mixed per pair.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -36,6 +43,7 @@ import numpy as np  # noqa: E402
 
 from latentsearch._evaluate import tfidf  # noqa: E402
 from latentsearch._texts import load_text_source  # noqa: E402
+from latentsearch.encoders._prior import Prior, shipped_prior  # noqa: E402
 from latentsearch.encoders._text import TextEncoder  # noqa: E402
 
 
@@ -59,82 +67,142 @@ def recall(scores: np.ndarray, docs: list[str], ks=(1, 10)) -> dict[int, float]:
     return out
 
 
-def best_times(fns, repeat: int = 7) -> list[float]:
-    """Best wall time of each function, calls interleaved so machine load hits all alike."""
-    for fn in fns:
-        fn()  # warm up (allocates, fills caches)
-    times = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [min(ts) for ts in times]
+STS_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def read_sts(path: Path) -> list[tuple[float, str, str]]:
+    """(score, sentence1, sentence2) per row; columns beyond the seventh are ignored."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            f = line.rstrip("\n").split("\t")
+            if len(f) >= 7:
+                out.append((float(f[4]), f[5], f[6]))
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho (ties get their mean rank), numpy only."""
+    def ranks(x):
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        _, inv, cnt = np.unique(x, return_inverse=True, return_counts=True)
+        return (np.bincount(inv, weights=r) / cnt)[inv]
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def prior_alone(enc: TextEncoder, texts: list[str], prior: Prior) -> np.ndarray:
+    """The prior's word vectors pooled with the encoder's idf x sublinear-tf weights."""
+    rows = np.array([-1, -1] + [prior.row(w) for w in enc.vocabulary])
+    table = np.zeros((len(rows), prior.dim), np.float32)
+    table[rows >= 0] = prior.vectors[rows[rows >= 0]]
+    out = np.zeros((len(texts), prior.dim), np.float32)
+    for i, t in enumerate(texts):
+        ids = enc.token_ids(t)
+        ids = ids[(ids > 1) & (rows[ids] >= 0)]
+        if ids.size:
+            u, c = np.unique(ids, return_counts=True)
+            v = (enc._tw[u] * (1 + np.log(c))) @ table[u]
+            out[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+    return out
+
+
+def variants(seed: int):
+    """(row name, function texts -> fitted encoder or None) for the encoder rows."""
+    return [
+        ("default (prior, adapted)", dict(prior="wordnet")),
+        ("prior, not adapted", dict(prior="wordnet", train=False)),
+        ("from scratch (--prior none)", dict()),
+        ("from scratch, untrained", dict(train=False)),
+    ]
+
+
+def run_sts(seed: int, folder: Path = STS_DIR) -> list[tuple[str, float, float, float]]:
+    train, dev = read_sts(folder / "stsb_train.tsv"), read_sts(folder / "stsb_dev.tsv")
+    collection = [s for r in train + dev for s in r[1:]]
+    print(f"STS-B: one collection of {len(collection)} sentences (train + dev, both sides); "
+          f"Spearman of cosine vs human score on {len(dev)} dev pairs (and {len(train)} train "
+          f"pairs)")
+    gold = {"dev": np.array([r[0] for r in dev]), "train": np.array([r[0] for r in train])}
+    pairs = {"dev": dev, "train": train}
+    prior = shipped_prior()
+    rows, cos_by_name = [], {}
+
+    def judge(name, encode, secs):
+        cos = {}
+        for split, data in pairs.items():
+            a, b = encode([r[1] for r in data]), encode([r[2] for r in data])
+            cos[split] = (a * b).sum(1)
+        cos_by_name[name] = cos
+        rows.append((name, spearman(cos["dev"], gold["dev"]),
+                     spearman(cos["train"], gold["train"]), secs))
+
+    default = None
+    for name, kw in variants(seed):
+        t0 = time.perf_counter()
+        enc = TextEncoder.fit(collection, seed=seed, quiet=True, **kw)
+        judge(name, enc.encode, time.perf_counter() - t0)
+        default = default or enc
+    judge("prior alone (WordNet vectors)", lambda t: prior_alone(default, t, prior), 0.0)
+    t0 = time.perf_counter()
+    judge("TF-IDF cosine", lambda t: tfidf(t, fit_on=collection), time.perf_counter() - t0)
+    fused = {k: 0.7 * cos_by_name["TF-IDF cosine"][k]
+             + 0.3 * cos_by_name["prior alone (WordNet vectors)"][k] for k in pairs}
+    rows.append(("fused: 0.7 TF-IDF + 0.3 prior alone", spearman(fused["dev"], gold["dev"]),
+                 spearman(fused["train"], gold["train"]), 0.0))
+    print(f"\n{'variant':38s} {'dev rho':>8s} {'train rho':>10s} {'fit s':>7s}")
+    for name, d, t, secs in rows:
+        print(f"{name:38s} {d:8.4f} {t:10.4f} {secs:7.1f}")
+    return rows
+
+
+def run_news(seed: int):
+    texts = load_text_source("news").texts
+    queries, docs = halves(texts)
+    print("\nhalf-document retrieval on 'news': %d articles; encoders trained on the %d second "
+          "halves only (the collection), queried with the first halves; exact cosine search"
+          % (len(texts), len(docs)))
+    prior = shipped_prior()
+    rows, default = [], None
+    for name, kw in variants(seed):
+        t0 = time.perf_counter()
+        enc = TextEncoder.fit(docs, seed=seed, quiet=True, **kw)
+        secs = time.perf_counter() - t0
+        r = recall(enc.encode(queries) @ enc.encode(docs).T, docs)
+        rows.append((name, r[1], r[10], secs))
+        default = default or enc
+    pa_q, pa_d = prior_alone(default, queries, prior), prior_alone(default, docs, prior)
+    r = recall(pa_q @ pa_d.T, docs)
+    rows.append(("prior alone (WordNet vectors)", r[1], r[10], 0.0))
+    t0 = time.perf_counter()
+    qa, da = tfidf(queries, fit_on=docs), tfidf(docs)
+    r = recall(qa @ da.T, docs)
+    rows.append(("TF-IDF cosine", r[1], r[10], time.perf_counter() - t0))
+    r = recall(0.7 * (qa @ da.T) + 0.3 * (pa_q @ pa_d.T), docs)
+    rows.append(("fused: 0.7 TF-IDF + 0.3 prior alone", r[1], r[10], 0.0))
+    print(f"\n{'variant':38s} {'recall@1':>9s} {'recall@10':>10s} {'fit s':>7s}")
+    for name, r1, r10, secs in rows:
+        print(f"{name:38s} {r1:9.3f} {r10:10.3f} {secs:7.1f}")
+    fire = default.encode(texts)
+    top = np.argsort(-(fire @ default.encode("bushfires near Sydney")[0]))[:5]
+    print("\n'bushfires near Sydney', default encoder on the halves' collection, top 5 "
+          "(articles' second halves):")
+    for i in top:
+        print("  ", docs[i][:90])
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dim", type=int, default=None)
-    ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-news", action="store_true")
+    ap.add_argument("--no-sts", action="store_true")
     args = ap.parse_args(argv)
-
-    texts = load_text_source("news").texts
-    queries, docs = halves(texts)
-    print("half-document retrieval on 'news': %d articles; encoders trained on the %d second "
-          "halves only (the collection), queried with the first halves; exact cosine search"
-          % (len(texts), len(docs)))
-
-    rows = []
-    variants = [
-        ("trained, idf pooling (default)", dict()),
-        ("trained, no subwords", dict(subwords=False)),
-        ("trained, plain mean", dict(weighting="mean", sublinear_tf=False)),
-        ("untrained (random), idf pooling", dict(train=False)),
-        ("untrained (random), plain mean",
-         dict(train=False, weighting="mean", sublinear_tf=False)),
-    ]
-    default = None
-    for name, kw in variants:
-        t0 = time.perf_counter()
-        enc = TextEncoder.fit(
-            docs, dim=args.dim, epochs=args.epochs, seed=args.seed, quiet=True, **kw
-        )
-        secs = time.perf_counter() - t0
-        dv, qv = enc.encode(docs), enc.encode(queries)
-        r = recall(qv @ dv.T, docs)
-        rows.append((name, r[1], r[10], secs, enc.config()))
-        if default is None:
-            default = enc
-    t0 = time.perf_counter()
-    qa, da = tfidf(queries, fit_on=docs), tfidf(docs)
-    r = recall(qa @ da.T, docs)
-    rows.append(("TF-IDF cosine (numpy)", r[1], r[10], time.perf_counter() - t0, None))
-
-    print(f"\n{'variant':36s} {'recall@1':>9s} {'recall@10':>10s} {'fit s':>7s}")
-    for name, r1, r10, secs, _ in rows:
-        print(f"{name:36s} {r1:9.3f} {r10:10.3f} {secs:7.1f}")
-    cfg = rows[0][4]
-    print(f"\ndefault encoder: dim {cfg['dim']}, vocabulary {cfg['vocab_size'] - 2} words, "
-          f"{cfg['epochs']} epochs ({cfg['steps']} steps), final loss {cfg['final_loss']}, "
-          f"train {cfg['train_seconds']:.1f} s")
-
-    # throughput: encode() against a bare call of the same Keras model, same batch
-    import tensorflow as tf
-
-    model = default.keras_model
-    print("\nencoding throughput (best of 7, interleaved):")
-    batches = [
-        ("300 queries (first halves)", queries),
-        ("1 short query", ["bushfires near Sydney"]),
-    ]
-    for label, batch in batches:
-        x = tf.constant(batch, dtype=tf.string)[:, None]
-        t_bare, t_enc = best_times(
-            [lambda: model(x, training=False), lambda: default.encode(batch)]
-        )
-        print(f"  {label:28s} bare Keras {len(batch) / t_bare:9.0f} items/s   "
-              f"TextEncoder.encode {len(batch) / t_enc:9.0f} items/s   ratio {t_bare / t_enc:.2f}")
+    if not args.no_sts:
+        run_sts(args.seed)
+    if not args.no_news:
+        run_news(args.seed)
     return 0
 
 

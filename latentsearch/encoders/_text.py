@@ -143,6 +143,8 @@ import numpy as np
 from .._errors import EncoderError, InvalidInput
 from .._tf import import_keras, import_tensorflow
 from ._base import Encoder
+from . import _prior
+from ._prior import Prior
 
 #: tokens per item that are encoded; the rest of a longer item is ignored (documented)
 MAX_TOKENS = 512
@@ -397,6 +399,33 @@ def _check_texts(texts: Any, what: str) -> list[str]:
     return texts
 
 
+def _vocabulary(corpus: list[str], weighting: str = "idf"):
+    """Vocabulary (every word, most frequent first, ties alphabetical), each text's token ids,
+    the (document, id) pairs as ``doc * vocab_size + id``, and the pooling weights (smooth idf
+    as scikit-learn's, or ones; 0 for padding and the unknown word)."""
+    flat, rows = _tokenize(corpus)
+    if flat.size == 0:
+        raise EncoderError("no words in the training texts (all empty or punctuation)")
+    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:MAX_VOCAB]
+    rank = np.full(len(uniq), -1, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    tok = np.where(rank[inverse] >= 0, rank[inverse] + 2, 1)  # 1 = unknown word
+    words = [str(w) for w in uniq[order]]
+    vocab_size = len(words) + 2
+    pairs = np.unique(rows * vocab_size + tok)
+    df = np.bincount(pairs % vocab_size, minlength=vocab_size).astype(np.float64)
+    n_docs = len(corpus)
+    if weighting == "idf":
+        weights = np.log((1.0 + n_docs) / (1.0 + df)) + 1.0
+    else:
+        weights = np.ones(vocab_size)
+    weights[:2] = 0.0
+    bounds = np.searchsorted(rows, np.arange(n_docs + 1))
+    docs = [tok[bounds[i] : bounds[i + 1]] for i in range(n_docs)]
+    return words, docs, pairs, weights.astype(np.float32)
+
+
 def _subwords(words: list[str], pairs: np.ndarray, vocab_size: int, n_docs: int):
     """The subword composition: which character n-grams each vocabulary word is made of.
 
@@ -464,8 +493,16 @@ class TextEncoder(Encoder):
         sublinear_tf: bool = True,
         core=None,
         folder: Path | None = None,
+        learned: np.ndarray | None = None,
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         self._words = list(words)
+        # started from a prior: the adapted prior vectors of the vocabulary (for words the
+        # vocabulary lacks, see _oov), else None (the from-scratch encoder)
+        self._learned = None if learned is None else np.asarray(learned)
+        self._learned_unit = None
+        self._nb, self._nw = neighbours if neighbours is not None else (None, None)
+        self._oov_cache: dict[str, tuple[np.ndarray, bool]] = {}
         self._cfg = dict(cfg)
         self._index = {w: i + 2 for i, w in enumerate(self._words)}
         self._emb = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -496,8 +533,13 @@ class TextEncoder(Encoder):
 
     def _keras_core(self):
         """The token-id Keras model: the one trained, or ``model.keras`` (``safe_mode``)."""
-        if self._core is None:
+        if self._core is None and self._folder is not None:
             self._core = _load_core(Path(self._folder) / "model.keras")
+        elif self._core is None:  # started from a prior: the model of the arrays
+            core = _build_core(len(self._tw), self.dim, self._sublinear)
+            core.get_layer("embedding").embeddings.assign(self._emb)
+            core.get_layer("pooling").token_weights.assign(self._tw)
+            self._core = core
         return self._core
 
     def config(self) -> dict[str, Any]:
@@ -518,15 +560,21 @@ class TextEncoder(Encoder):
         sublinear_tf: bool = True,
         train: bool = True,
         subwords: bool = True,
+        prior: "Prior | str | None" = None,
     ) -> "TextEncoder":
         """Learn the vocabulary and the embeddings from ``texts`` (+ ``extra_texts``).
 
         ``weighting`` ("idf" default, or "mean") and ``sublinear_tf`` select the pooling,
         ``train=False`` keeps the random initial embeddings, ``subwords=False`` trains the
         word vectors without character n-grams; these exist for the benchmark.
+
+        ``prior``: ``"wordnet"`` (the shipped English prior) or a :class:`Prior` starts from
+        it (see :func:`_fit_prior`; ``dim`` then caps the vector length, default 2048);
+        None (default here; ``build text --prior none``) learns from the texts alone.
         """
         texts = _check_texts(texts, "texts")
         extra = _check_texts(extra_texts or [], "extra texts")
+        dim_given = dim
         dim = DEFAULT_DIM if dim is None else int(dim)
         if dim < 1:
             raise InvalidInput(f"dim must be a positive integer, got {dim}")
@@ -539,40 +587,23 @@ class TextEncoder(Encoder):
             raise InvalidInput("no texts to train the text encoder on")
         say = _Progress(quiet)
         t0 = time.perf_counter()
+        if prior is not None:
+            return _fit_prior(cls, texts, extra, prior, dim=dim_given, epochs=epochs, seed=seed,
+                              train=train, say=say, quiet=quiet, t0=t0)
 
         tf = import_tensorflow()  # quietly, whoever calls fit
         keras = import_keras()
         keras.utils.set_random_seed(seed)
         rng = np.random.default_rng(seed)
 
-        # vocabulary: every word of the corpus, most frequent first (ties alphabetical)
-        flat, rows = _tokenize(corpus)
-        if flat.size == 0:
-            raise EncoderError("no words in the training texts (all empty or punctuation)")
-        uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-        order = np.argsort(-counts, kind="stable")[:MAX_VOCAB]
-        rank = np.full(len(uniq), -1, dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        tok = np.where(rank[inverse] >= 0, rank[inverse] + 2, 1)  # 1 = unknown word
-        words = [str(w) for w in uniq[order]]
+        words, docs, pairs, weights = _vocabulary(corpus, weighting)
         vocab_size = len(words) + 2
-        # document frequency -> smooth idf (as scikit-learn's), 0 for padding/unknown
-        pairs = np.unique(rows * vocab_size + tok)
-        df = np.bincount(pairs % vocab_size, minlength=vocab_size).astype(np.float64)
         n_docs = len(corpus)
-        if weighting == "idf":
-            weights = np.log((1.0 + n_docs) / (1.0 + df)) + 1.0
-        else:
-            weights = np.ones(vocab_size)
-        weights[:2] = 0.0
-        weights = weights.astype(np.float32)
 
         core = _build_core(vocab_size, dim, sublinear_tf)
         emb_layer = core.get_layer("embedding")
         core.get_layer("pooling").token_weights.assign(weights)
 
-        bounds = np.searchsorted(rows, np.arange(n_docs + 1))
-        docs = [tok[bounds[i] : bounds[i + 1]] for i in range(n_docs)]
         if epochs is None:
             epochs = int(np.clip(math.ceil(DEFAULT_PAIRS / n_docs), MIN_EPOCHS, MAX_EPOCHS))
         epochs = int(epochs)
@@ -627,7 +658,8 @@ class TextEncoder(Encoder):
         )
 
     @staticmethod
-    def _train(docs, weights, sublinear_tf, embeddings, epochs, rng, say, tf, keras, sub=None):
+    def _train(docs, weights, sublinear_tf, embeddings, epochs, rng, say, tf, keras, sub=None,
+               grams_zero=False):
         """Contrastive two-view training of ``embeddings`` (a Keras variable), in place.
 
         With ``sub`` (see :func:`_subwords`) each word's vector is its own row plus the
@@ -676,6 +708,8 @@ class TextEncoder(Encoder):
                 tf.SparseTensor(idx, val.astype(np.float32), (vocab_size, n_grams))
             )
             init = rng.normal(0.0, INIT_STDDEV, (n_grams, int(var.shape[1])))
+            if grams_zero:  # starting from a prior: the words begin exactly at its vectors
+                init = np.zeros_like(init)
             grams = keras.Variable(init.astype(np.float32), name="ngram_embeddings")
             tvars.append(grams)
 
@@ -741,13 +775,15 @@ class TextEncoder(Encoder):
                 where = "query" if single else f"text {i}"
                 raise EncoderError(f"{where} is empty: nothing to encode")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        pool = self._pool if self._learned is None else self._pool_prior
         for j, t in enumerate(texts):
-            vec = self._pool(self.token_ids(t))
+            vec = pool(self.token_ids(t)) if self._learned is None else pool(t)
             if vec is None:
                 where = f"query {_preview(t)}" if single else f"text {j} ({_preview(t)})"
+                also = "" if self._learned is None else " nor in the English prior"
                 raise EncoderError(
                     f"no known words in {where}: none of its words is in the encoder's "
-                    f"vocabulary of {len(self._words)} words"
+                    f"vocabulary of {len(self._words)} words{also}"
                 )
             out[j] = vec
         return out
@@ -778,6 +814,94 @@ class TextEncoder(Encoder):
         inv = min(1.0 / math.sqrt(sq), 1e12) if sq > 0 else 1e12
         return pooled * np.float32(inv)
 
+    def _pool_prior(self, text: str) -> np.ndarray | None:
+        """:meth:`_pool` for an encoder started from a prior: each word's identity row plus,
+        weighted by :func:`_prior.short_weight` of the text's length, its neighbours' rows;
+        words outside the vocabulary are not dropped but weigh the largest idf, with vectors
+        from :meth:`_oov`. None when no word is in the vocabulary or the prior."""
+        toks = tokens(text)[:MAX_TOKENS]
+        get = self._index.get
+        ids = np.fromiter((get(w, 1) for w in toks), dtype=np.int64, count=len(toks))
+        known = ids[ids > 1]
+        ident = np.zeros(self.dim, dtype=np.float64)
+        syn = np.zeros(self.dim, dtype=np.float64)
+        total = 0.0
+        any_known = known.size > 0
+        n_words = 0
+        if known.size:
+            u, c = np.unique(known, return_counts=True)
+            w = self._tw[u].astype(np.float64) * (1.0 + np.log(c))
+            ident += w @ self._emb[u]
+            nw = (w[:, None] * self._nw[u]).ravel()
+            syn += nw @ self._emb[self._nb[u].ravel()]
+            total += float(w.sum())
+            n_words += u.size
+        others: dict[str, int] = {}
+        for word, i in zip(toks, ids):
+            if i == 1:
+                others[word] = others.get(word, 0) + 1
+        for word, c in others.items():
+            own, near, in_prior = self._oov(word)
+            any_known = any_known or in_prior
+            w = float(self._cfg["unknown_weight"]) * (1.0 + math.log(c))
+            ident += w * own
+            syn += w * near
+            total += w
+            n_words += 1
+        if not any_known:
+            return None
+        short = float(self._cfg.get("short", _prior.SHORT))
+        vec = (ident + _prior.short_weight(n_words, short) * syn) / max(total, 1e-12)
+        norm = float(np.linalg.norm(vec))
+        return (vec / norm if norm > 0 else vec).astype(np.float32)
+
+    def _oov(self, word: str) -> tuple[np.ndarray, np.ndarray, bool]:
+        """A word outside the vocabulary: its own fixed random direction (in the extra
+        dimensions of the exact scheme, so it meets no vocabulary word) and, if the shipped
+        prior knows it, its near vocabulary words' rows. Returns (own, near, in the prior)."""
+        hit = self._oov_cache.get(word)
+        if hit is not None:
+            return hit
+        cfg = self._cfg
+        own = np.zeros(self.dim, dtype=np.float32)
+        extra = int(cfg.get("oov_dims", 0))
+        if extra:
+            own[self.dim - extra :] = _prior.identity_vector(word, extra)
+        else:
+            own[:] = _prior.identity_vector(word, self.dim)
+        own *= float(cfg.get("oov_scale", 1.0))
+        near = np.zeros(self.dim, dtype=np.float32)
+        p = self._prior_vector(word)
+        if p is not None:
+            if self._learned_unit is None:
+                lv = self._learned.astype(np.float32)
+                self._learned_unit = lv / np.maximum(np.linalg.norm(lv, axis=1, keepdims=True),
+                                                     1e-12)
+            sim = self._learned_unit @ p
+            k = min(int(cfg["neighbours"]), len(sim))
+            if k:
+                top = np.argpartition(-sim, k - 1)[:k]
+                wt = float(cfg["expansion"]) * np.maximum(sim[top] - float(cfg["threshold"]), 0)
+                near = wt.astype(np.float32) @ self._emb[top]
+        hit = (own, near, p is not None)
+        if len(self._oov_cache) < 100_000:
+            self._oov_cache[word] = hit
+        return hit
+
+    def _prior_vector(self, word: str) -> np.ndarray | None:
+        """The word's vector in the shipped prior, if this encoder was built from that very
+        file (sha256 in the config); otherwise None (the word keeps its identity only)."""
+        digest = self._cfg.get("prior_sha256")
+        if not digest or not _prior.PRIOR_PATH.exists():
+            return None
+        prior = _prior.shipped_prior()
+        if prior.digest != digest:
+            return None
+        v = prior.vector(word)
+        if v is None:
+            return None
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
     # ------------------------------------------------------------------ persistence
     def save(self, folder: Path) -> list[str]:
         """Write ``model.keras``, ``vocab.json`` and ``inference.npz``; return their names."""
@@ -789,11 +913,14 @@ class TextEncoder(Encoder):
         with open(folder / "vocab.json", "w", encoding="utf-8") as fh:
             json.dump(self._words, fh, ensure_ascii=False)
         with open(folder / "inference.npz", "wb") as fh:
+            extra = {} if self._learned is None else {
+                "learned": self._learned, "neighbours": self._nb, "neighbour_weights": self._nw}
             np.savez(
                 fh,
                 embeddings=self._emb,
                 token_weights=self._tw,
                 sublinear_tf=np.array(self._sublinear),
+                **extra,
             )
         return ["model.keras", "vocab.json", "inference.npz"]
 
@@ -806,6 +933,7 @@ class TextEncoder(Encoder):
         """
         folder = Path(folder)
         core = None
+        learned = nbrs = None
         try:
             with open(folder / "vocab.json", encoding="utf-8") as fh:
                 words = json.load(fh)
@@ -814,6 +942,10 @@ class TextEncoder(Encoder):
                     emb = z["embeddings"]
                     tw = z["token_weights"]
                     sublinear = bool(z["sublinear_tf"]) if "sublinear_tf" in z else None
+                    learned = z["learned"] if "learned" in z else None
+                    if learned is not None:
+                        nbrs = (z["neighbours"].astype(np.int64),
+                                z["neighbour_weights"].astype(np.float32))
             else:
                 core = _load_core(folder / "model.keras")
                 emb = np.asarray(core.get_layer("embedding").embeddings)
@@ -846,5 +978,114 @@ class TextEncoder(Encoder):
             )
         if sublinear is None:
             sublinear = bool(cfg.get("sublinear_tf", True))
+        if learned is not None and (
+            learned.ndim != 2 or learned.shape[0] != emb.shape[0]
+            or nbrs[0].shape != nbrs[1].shape or nbrs[0].shape[0] != emb.shape[0]
+            or (nbrs[0].size and (nbrs[0].min() < 0 or nbrs[0].max() >= emb.shape[0]))
+        ):
+            raise EncoderError(f"{folder / 'inference.npz'} holds a malformed prior part")
         return cls(words, cfg, embeddings=emb, token_weights=tw, sublinear_tf=sublinear,
-                   core=core, folder=folder)
+                   core=core, folder=folder, learned=learned, neighbours=nbrs)
+
+
+def _fit_prior(cls, texts, extra, prior, *, dim, epochs, seed, train, say, quiet, t0):
+    """The default ``build text``: word vectors from the prior, adapted to the collection.
+
+    1. Vocabulary and idf from the collection's texts (as without a prior).
+    2. Each word's prior vector (its lemma's, via WordNet's forms), and for the words the
+       prior lacks a random start; then the existing contrastive training on the collection
+       (character n-grams, starting at zero, give the collection's own words subword
+       vectors): the adaptation (``train=False`` skips it).
+    3. Each word's direction: an identity part, so idf pooling ranks as TF-IDF cosine does,
+       plus its near words' identities (adapted prior cosine above ``THRESHOLD``), so
+       "slice" meets "cut". The identity is exact (an orthonormal basis of the collection's
+       TF-IDF rows, plus ``OOV_DIM`` dimensions for words met later) when the collection has
+       at most ``dim - OOV_DIM`` texts, else a fixed random direction per word in ``dim``.
+    """
+    if isinstance(prior, str):
+        if prior != "wordnet":
+            raise InvalidInput(f"prior must be 'wordnet' or none, got {prior!r}")
+        prior = _prior.shipped_prior()
+    if not isinstance(prior, Prior):
+        raise InvalidInput(f"prior must be 'wordnet', a Prior or None, not {type(prior).__name__}")
+    dim = _prior.IDENTITY_DIM if dim is None else int(dim)
+    if dim <= _prior.OOV_DIM:
+        raise InvalidInput(f"dim must exceed {_prior.OOV_DIM} with a prior, got {dim}")
+    corpus = texts + extra
+    words, docs, pairs, weights = _vocabulary(corpus)
+    vocab_size, n_docs = len(words) + 2, len(corpus)
+    rows = np.array([-1, -1] + [prior.row(w) for w in words], dtype=np.int64)
+    has = rows >= 0
+    rng = np.random.default_rng(seed)
+    learned = rng.normal(0.0, 1.0 / math.sqrt(prior.dim), (vocab_size, prior.dim))
+    learned[has] = prior.vectors[rows[has]].astype(np.float64)
+    learned[:2] = 0.0
+    learned = learned.astype(np.float32)
+    steps, final_loss, n_epochs = 0, None, 0
+    if train and n_docs >= 2:
+        tf = import_tensorflow()
+        keras = import_keras()
+        keras.utils.set_random_seed(seed)
+        n_epochs = int(epochs) if epochs is not None else int(
+            np.clip(math.ceil(DEFAULT_PAIRS / n_docs), MIN_EPOCHS, MAX_EPOCHS))
+        var = keras.Variable(learned, name="adapted_prior")
+        sub = _subwords(words, pairs, vocab_size, n_docs)
+        final_loss, steps = cls._train(docs, weights, True, var, n_epochs, rng, say, tf, keras,
+                                       sub, grams_zero=True)
+        adapted = np.asarray(var.numpy(), dtype=np.float32)
+        if _prior.KEEP_PRIOR:
+            adapted[has] = learned[has]
+        learned = adapted
+        learned[:2] = 0.0
+    usable = has.copy()
+    if _prior.NEW_WORDS_MEET and steps:
+        usable[2:] = True
+    nb, wt = _prior.neighbours(learned, usable)
+    if 2 * n_docs + _prior.OOV_DIM <= dim:
+        scheme = "exact"
+        basis = _prior.exact_basis(docs, weights, True, nb, wt)
+        base_norm = float(np.mean(np.linalg.norm(basis[2:], axis=1))) if vocab_size > 2 else 1.0
+        emb = np.hstack([basis, np.zeros((vocab_size, _prior.OOV_DIM))]).astype(np.float32)
+        oov_dims = _prior.OOV_DIM
+    else:
+        scheme = "random"
+        emb = np.zeros((vocab_size, dim), np.float32)
+        emb[2:] = _prior.identity_matrix(words, dim)
+        base_norm, oov_dims = 1.0, 0
+    emb[:2] = 0.0
+    seconds = time.perf_counter() - t0
+    cfg = {
+        "dim": int(emb.shape[1]),
+        "max_tokens": MAX_TOKENS,
+        "vocab_size": vocab_size,
+        "weighting": "idf",
+        "sublinear_tf": True,
+        "standardize": "lowercase; Unicode punctuation/symbols to spaces; whitespace split",
+        "prior": "wordnet-3.0",
+        "prior_sha256": prior.digest,
+        "prior_words": int(has.sum()),
+        "identity": scheme,
+        "oov_dims": oov_dims,
+        "oov_scale": round(base_norm, 6),
+        "unknown_weight": float(math.log(1.0 + n_docs) + 1.0),
+        "neighbours": int(nb.shape[1]),
+        "threshold": float(_prior.THRESHOLD),
+        "expansion": float(_prior.EXPANSION),
+        "short": float(_prior.SHORT),
+        "objective": ("contrastive two-view InfoNCE from the prior, in-batch negatives"
+                      if steps else "none (prior as shipped)"),
+        "subwords": f"char {min(NGRAMS)}-{max(NGRAMS)}-grams x {NGRAM_WEIGHT}" if steps else "none",
+        "temperature": TEMPERATURE,
+        "batch_size": BATCH_SIZE,
+        "epochs": n_epochs,
+        "steps": steps,
+        "final_loss": None if final_loss is None else round(float(final_loss), 6),
+        "train_seconds": round(seconds, 3),
+        "train_texts": len(texts),
+        "extra_texts": len(extra),
+        "seed": int(seed),
+    }
+    say(f"text encoder: {vocab_size - 2} words ({int(has.sum())} in the prior), {scheme} "
+        f"identity, dim {cfg['dim']}, {n_epochs} adaptation epochs, {seconds:.1f} s")
+    return cls(words, cfg, embeddings=emb, token_weights=weights, sublinear_tf=True,
+               learned=learned.astype(np.float16), neighbours=(nb, wt))
