@@ -96,11 +96,14 @@ def build_text(
     seed: int = 0,
     overwrite: bool = False,
     quiet: bool = False,
+    prior: str | None = "wordnet",
 ) -> Collection:
     """Train word embeddings on ``source`` (plus ``train_extra``) and index pooled vectors.
 
     ``source``: ``"news"`` (300 articles shipped in the package), a .txt file (one item a
     line), or a .jsonl/.csv file with a ``text`` field and optional ``label`` and ``id``.
+    ``prior``: ``"wordnet"`` starts from the shipped English prior and adapts it to the
+    texts; None learns from the texts alone (other languages, private jargon).
     """
     from ._texts import load_text_source, read_texts_file
 
@@ -113,7 +116,7 @@ def build_text(
     import_tensorflow()
     t0 = time.perf_counter()
     enc = cls.fit(data.texts, dim=dim, epochs=epochs, seed=seed, quiet=quiet,
-                  extra_texts=extra_texts)
+                  extra_texts=extra_texts, prior=prior)
     vectors = enc.encode(data.texts)
     _say(f"trained and encoded in {time.perf_counter() - t0:.1f}s", quiet)
     records = _text_records(data, data.labels)

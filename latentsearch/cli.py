@@ -136,17 +136,22 @@ def build_images_cmd(source, name, root, encoder, latent_dim, size, color, epoch
 @click.option("--name", help="Collection name (default: the source's name).")
 @ROOT
 @click.option("--dim", type=click.IntRange(2, 4096), default=None,
-              help="Embedding dimension (default: the encoder's).")
+              help="Embedding dimension (default: the encoder's; with the prior, the most "
+                   "dimensions, 2048).")
 @click.option("--epochs", type=click.IntRange(1, 10_000), default=None)
 @click.option("--train-extra", type=click.Path(dir_okay=False),
               help="More text to train the embeddings on (not indexed).")
+@click.option("--prior", type=click.Choice(["wordnet", "none"]), default="wordnet",
+              show_default=True,
+              help="Start from the shipped English prior (WordNet 3.0), or learn from the "
+                   "collection alone (none: other languages, private jargon).")
 @INDEX
 @click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @OVERWRITE
 @QUIET
-def build_text_cmd(source, name, root, dim, epochs, train_extra, index_spec, metric, seed,
-                   overwrite, quiet) -> None:
+def build_text_cmd(source, name, root, dim, epochs, train_extra, prior, index_spec, metric,
+                   seed, overwrite, quiet) -> None:
     """Train word embeddings on SOURCE and index pooled sentence vectors.
 
     SOURCE: news (built-in 300 articles), a .txt file (one item a line), or a .jsonl/.csv
@@ -155,10 +160,12 @@ def build_text_cmd(source, name, root, dim, epochs, train_extra, index_spec, met
     \b
     Example:
       latentsearch build text notes.txt --name notes
+      latentsearch build text notizen.txt --prior none
     """
     col = ls.build_text(source, name=name, root=root, dim=dim, epochs=epochs,
                         train_extra=train_extra, index=index_spec, metric=metric, seed=seed,
-                        overwrite=overwrite, quiet=quiet)
+                        overwrite=overwrite, quiet=quiet,
+                        prior=None if prior == "none" else prior)
     _built(col)
 
 
