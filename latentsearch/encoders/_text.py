@@ -1,4 +1,4 @@
-"""The ``text`` encoder: pooled word embeddings learned from the collection's own text.
+"""The ``text`` encoder: pooled word embeddings, from the WordNet prior or the collection alone.
 
 Pipeline (one Keras model, :attr:`TextEncoder.keras_model`; ``encode`` runs the same steps in
 numpy, see "Inference without TensorFlow" below)::
@@ -32,62 +32,18 @@ identifier of that document. After training the composed vectors are written int
 ``Embedding`` layer, so the saved model is the same word-id model as without subwords (no
 n-gram table is stored). A word absent from the vocabulary is still ignored at encoding.
 
-Chosen by measurement (benchmarks/text.py protocol: news articles split in halves, trained
-on the 300 second halves, first halves query; recall@1 / recall@10, exact cosine; mean of
-seeds 0,1,2 unless noted; the last column is how many of the top 5 for "bushfires near
-Sydney" are about fires, encoder trained on the 300 whole articles, seed 0):
+The measured variants behind these choices (about 75, issue 4) are in
+docs/experiments/text.md.
 
-    variant                                                     r@1 / r@10     fires
-    subwords 3-5 x2, temperature 0.2, dim 512 (default; 0-4)    0.507 / 0.910  5/5
-      (seeds 0-4: r@1 .507 .513 .503 .507 .507, r@10 .903 .920 .913 .907 .910)
-    no subwords, temperature 0.1 (the previous default)         0.489 / 0.909  3/5
-    subwords x1, temperature 0.1                                0.504 / 0.912  3/5
-    subwords x0.5; x2 (temperature 0.1)                         0.502 / 0.914; 0.509 / 0.914
-    subwords x1, temperature 0.05; 0.2; 0.3; 0.5                0.490 / 0.857; 0.502 / 0.914;
-                                                                0.483 / 0.910; 0.469 / 0.891
-    subwords, temperature 0.2, dim 1024 (seeds 0-4)             0.501 / 0.909  5/5
-    20 / 80 / 100 epochs instead of 50                          0.49-0.51 / 0.86-0.91
-    a quarter / half of the dimensions a fixed random projection  0.498 / 0.913; 0.489 / 0.910
-    L2 pull towards the initial (random) vectors, 1e-3          0.456 / 0.857
-    smaller steps for words in few documents (lr x (df/3)^0.5,
-      seeds 0-4)                                                0.495 / 0.913  5/5
-    loss averaged over temperatures 0.1 and 0.3                 0.504 / 0.912  5/5
-    two view pairs per text per step; contiguous views only     0.503 / 0.914; 0.507 / 0.914
-    overlapping views (each keeps 60% of the tokens)            0.504 / 0.907
-    averaging the vectors over the last half of the epochs      0.504 / 0.914
-    no subwords, plain mean pooling (temperature 0.1)           0.49 / 0.88
-    SIF weights (a=1e-3), with or without PC (temperature 0.1)  0.47-0.49 / 0.86-0.88
-    dim 32; 128; 256; 768 (no subwords, temperature 0.1)        0.38 / 0.66; 0.47 / 0.83;
-                                                                0.50 / 0.86; 0.49 / 0.90
-    skip-gram with negative sampling (window 5, 10 epochs, 67 s)  0.24 / 0.67
-    untrained random embeddings, idf pooling; plain mean        0.47 / 0.78; 0.14 / 0.39
-    second round (seeds 0-4 each; 2026-11-26):
-    dim 2048; dim 4096                                          0.493 / 0.917; 0.489 / 0.923
-    query words outside the vocabulary given the idf-weighted
-      mean of their trained n-gram vectors (dim 512; dim 2048)  0.515 / 0.912; 0.513 / 0.917
-    learning rate 0.02 / 0.005; cosine decay; 100 epochs         0.511 / 0.907; 0.501 / 0.906;
-                                                                0.496 / 0.905; 0.513 / 0.906
-    initial stddev 0.3 / 0.03; temperature 0.15 / 0.25          0.492 / 0.901; 0.508 / 0.906;
-                                                                0.503 / 0.903; 0.492 / 0.902
-    pooling weight idf^1.5 / idf^2; learned per-word weight     0.513 / 0.905; 0.514 / 0.903;
-                                                                0.513 / 0.906
-    NT-Xent (view-to-view negatives too)                        0.499 / 0.904
-    hard negatives weighted up (beta 2) / down (beta -2)        0.505 / 0.895; 0.481 / 0.901
-    centring the vectors, with or without removing top PCs      0.508-0.509 / 0.901-0.913
-    four seeds' vectors concatenated (2048 dims)                0.497 / 0.919
-    TF-IDF cosine (the target)                                  0.507 / 0.923
-    TF-IDF on words plus character 3-5-grams; on words plus word bigrams  0.51 / 0.92; 0.48 / 0.89
-
-Seeds move these figures by about +-0.015. The default matches TF-IDF on recall@1 and is
-about 0.01 below it on recall@10; more dimensions raise recall@10 (4096: level with TF-IDF)
-but lower recall@1 and cost 8x the memory and 5x the training time, and no other change
-measured moved recall@10 past 0.913 at 512 dimensions (the halves of an article share few words: bag-of-words
-methods all sit near 0.5 / 0.92 here). The higher temperature weighs other documents on
-the same topic less as negatives, so the vectors keep more of the topic: with 0.1, a short
-query such as "bushfires near Sydney" ranked Sydney cricket and yachting articles among the
-fires. Skip-gram makes co-occurring words alike, which blurs exactly the rare, distinctive
-words that identify a document. SIF's common-component removal did not help after
-training; idf weights with sublinear term frequency beat SIF weights.
+Starting from the prior (``fit(prior="wordnet")``, the default of ``build text``; see
+:mod:`._prior` and :func:`_fit_prior`): each word's vector is an identity part (a fixed
+direction per word: idf pooling of those ranks as TF-IDF cosine does; for a collection of
+at most ``(dim - 256) / 2`` texts an orthonormal basis of its TF-IDF rows, so exactly)
+plus, weighted down in long texts, the identity parts of its near words by the WordNet
+prior (adapted to the collection for the words the prior lacks). Words outside the
+vocabulary keep a direction of their own and weigh the largest idf, so words that ``add``
+brings are not dropped; an item none of whose words the vocabulary or the prior knows is
+refused. The Keras model of such an encoder is its identity part only; ``encode`` is numpy.
 
 Training computes the pooled vectors as a sparse bag-of-words product with the embedding
 matrix (``sum_w weight(w) * tf_weight * E[w] / total``), which is arithmetically the same
@@ -106,7 +62,8 @@ The vocabulary as plain JSON stays readable and checksummable by the manifest.
 Inference without TensorFlow: ``save`` also writes ``inference.npz`` (``np.savez``, no
 pickled objects, read with ``allow_pickle=False``): the ``Embedding`` matrix
 ``embeddings`` float32 (vocab, dim), the pooling's ``token_weights`` float32 (vocab,) and
-``sublinear_tf``. (Chosen over reading the arrays out of ``model.keras`` with zipfile +
+``sublinear_tf``; started from a prior also ``learned`` float16 (vocab, prior dim) and the
+synonym lists ``neighbours`` int64 / ``neighbour_weights`` float32 (vocab, 10). (Chosen over reading the arrays out of ``model.keras`` with zipfile +
 h5py: that layout is Keras-internal and has changed between versions.) ``load`` reads only
 ``vocab.json`` and ``inference.npz`` and never imports TensorFlow or Keras; ``encode``
 always runs the same numpy path (:func:`tokens` + :meth:`TextEncoder._pool`), right after
