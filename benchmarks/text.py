@@ -184,10 +184,10 @@ def run_news(seed: int):
     print(f"\n{'variant':38s} {'recall@1':>9s} {'recall@10':>10s} {'fit s':>7s}")
     for name, r1, r10, secs in rows:
         print(f"{name:38s} {r1:9.3f} {r10:10.3f} {secs:7.1f}")
-    fire = default.encode(texts)
+    fire = default.encode(docs)
     top = np.argsort(-(fire @ default.encode("bushfires near Sydney")[0]))[:5]
-    print("\n'bushfires near Sydney', default encoder on the halves' collection, top 5 "
-          "(articles' second halves):")
+    print("\n'bushfires near Sydney', default encoder, top 5 of the collection "
+          "(the second halves):")
     for i in top:
         print("  ", docs[i][:90])
     return rows
