@@ -19,6 +19,7 @@ distribute with this notice.)
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -165,8 +166,6 @@ class Prior:
         path = Path(path)
         try:
             raw = path.read_bytes()
-            import io
-
             with np.load(io.BytesIO(raw), allow_pickle=False) as z:
                 words = _unpack(z["words"])
                 vectors = z["vectors"]

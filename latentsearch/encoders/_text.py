@@ -526,7 +526,8 @@ class TextEncoder(Encoder):
         word vectors without character n-grams; these exist for the benchmark.
 
         ``prior``: ``"wordnet"`` (the shipped English prior) or a :class:`Prior` starts from
-        it (see :func:`_fit_prior`; ``dim`` then caps the vector length, default 2048);
+        it (see :func:`_fit_prior`; ``dim`` then caps the vector length, default 2048, and
+        ``weighting``, ``sublinear_tf``, ``subwords`` are fixed: idf, sublinear, n-grams);
         None (default here; ``build text --prior none``) learns from the texts alone.
         """
         texts = _check_texts(texts, "texts")
@@ -966,8 +967,6 @@ def _fit_prior(cls, texts, extra, prior, *, dim, epochs, seed, train, say, quiet
     if not isinstance(prior, Prior):
         raise InvalidInput(f"prior must be 'wordnet', a Prior or None, not {type(prior).__name__}")
     dim = _prior.IDENTITY_DIM if dim is None else int(dim)
-    if dim <= _prior.OOV_DIM:
-        raise InvalidInput(f"dim must exceed {_prior.OOV_DIM} with a prior, got {dim}")
     corpus = texts + extra
     words, docs, pairs, weights = _vocabulary(corpus)
     vocab_size, n_docs = len(words) + 2, len(corpus)
