@@ -383,6 +383,12 @@ def _vocabulary(corpus: list[str], weighting: str = "idf"):
     return words, docs, pairs, weights.astype(np.float32)
 
 
+def _grams(word: str) -> set[str]:
+    """The character n-grams (:data:`NGRAMS`, with ``<``/``>`` boundary marks) of a word."""
+    b = "<" + word + ">"
+    return {b[i : i + n] for n in NGRAMS for i in range(len(b) - n + 1)} - {b}
+
+
 def _subwords(words: list[str], pairs: np.ndarray, vocab_size: int, n_docs: int):
     """The subword composition: which character n-grams each vocabulary word is made of.
 
@@ -397,9 +403,7 @@ def _subwords(words: list[str], pairs: np.ndarray, vocab_size: int, n_docs: int)
     index: dict[str, int] = {}
     rows, cols = [], []
     for wi, w in enumerate(words):
-        b = "<" + w + ">"
-        grams = {b[i : i + n] for n in NGRAMS for i in range(len(b) - n + 1)} - {b}
-        for g in sorted(grams):
+        for g in sorted(_grams(w)):
             rows.append(wi + 2)
             cols.append(index.setdefault(g, len(index)))
     if not rows:
@@ -459,6 +463,7 @@ class TextEncoder(Encoder):
         self._learned = None if learned is None else np.asarray(learned)
         self._learned_unit = None
         self._nb, self._nw = neighbours if neighbours is not None else (None, None)
+        self._grams = None  # n-gram -> vocabulary ids, built on the first word neither knows
         self._oov_cache: dict[str, tuple[np.ndarray, bool]] = {}
         self._cfg = dict(cfg)
         self._index = {w: i + 2 for i, w in enumerate(self._words)}
@@ -815,8 +820,9 @@ class TextEncoder(Encoder):
 
     def _oov(self, word: str) -> tuple[np.ndarray, np.ndarray, bool]:
         """A word outside the vocabulary: its own fixed random direction (in the extra
-        dimensions of the exact scheme, so it meets no vocabulary word) and, if the shipped
-        prior knows it, its near vocabulary words' rows. Returns (own, near, in the prior)."""
+        dimensions of the exact scheme, so it meets no vocabulary word) and its near vocabulary
+        words' rows, near by its prior vector or else by its subword vector
+        (:meth:`_subword_vector`). Returns (own, near, in the prior)."""
         hit = self._oov_cache.get(word)
         if hit is not None:
             return hit
@@ -829,13 +835,13 @@ class TextEncoder(Encoder):
             own[:] = _prior.identity_vector(word, self.dim)
         own *= float(cfg.get("oov_scale", 1.0))
         near = np.zeros(self.dim, dtype=np.float32)
+        if self._learned_unit is None:
+            lv = self._learned.astype(np.float32)
+            self._learned_unit = lv / np.maximum(np.linalg.norm(lv, axis=1, keepdims=True), 1e-12)
         p = self._prior_vector(word)
-        if p is not None:
-            if self._learned_unit is None:
-                lv = self._learned.astype(np.float32)
-                self._learned_unit = lv / np.maximum(np.linalg.norm(lv, axis=1, keepdims=True),
-                                                     1e-12)
-            sim = self._learned_unit @ p
+        q = p if p is not None else self._subword_vector(word)
+        if q is not None:
+            sim = self._learned_unit @ q
             k = min(int(cfg["neighbours"]), len(sim))
             if k:
                 top = np.argpartition(-sim, k - 1)[:k]
@@ -845,6 +851,37 @@ class TextEncoder(Encoder):
         if len(self._oov_cache) < 100_000:
             self._oov_cache[word] = hit
         return hit
+
+    def _subword_vector(self, word: str) -> np.ndarray | None:
+        """A word neither the vocabulary nor the prior knows: the mean of the (adapted)
+        vectors of the vocabulary words sharing its character n-grams, each weighted by the
+        share of n-grams in common (Dice); None if no word shares half of its n-grams."""
+        if self._grams is None:
+            index: dict[str, list[int]] = {}
+            sizes = np.zeros(len(self._words) + 2, np.int64)
+            for i, w in enumerate(self._words):
+                grams = _grams(w)
+                sizes[i + 2] = len(grams)
+                for g in grams:
+                    index.setdefault(g, []).append(i + 2)
+            self._grams = (index, sizes)
+        index, sizes = self._grams
+        mine = _grams(word)
+        shared: dict[int, int] = {}
+        for g in mine:
+            for i in index.get(g, ()):
+                shared[i] = shared.get(i, 0) + 1
+        if not shared:
+            return None
+        ids = np.fromiter(shared, np.int64, len(shared))
+        dice = 2.0 * np.fromiter(shared.values(), np.float64, len(shared)) / (
+            sizes[ids] + len(mine))
+        keep = dice >= 0.5
+        if not keep.any():
+            return None
+        v = dice[keep].astype(np.float32) @ self._learned_unit[ids[keep]]
+        n = float(np.linalg.norm(v))
+        return v / n if n > 0 else None
 
     def _prior_vector(self, word: str) -> np.ndarray | None:
         """The word's vector in the shipped prior, if this encoder was built from that very
