@@ -41,7 +41,8 @@ direction per word: idf pooling of those ranks as TF-IDF cosine does; for a coll
 at most ``(dim - 256) / 2`` texts an orthonormal basis of its TF-IDF rows, so exactly)
 plus, weighted down in long texts, the identity parts of its near words by the WordNet
 prior (adapted to the collection for the words the prior lacks). Words outside the
-vocabulary keep a direction of their own and weigh the largest idf, so words that ``add``
+vocabulary keep a direction of their own and weigh the largest idf, and reach their near
+vocabulary words by the prior or else by shared character n-grams, so words that ``add``
 brings are not dropped; an item none of whose words the vocabulary or the prior knows is
 refused. The Keras model of such an encoder is its identity part only; ``encode`` is numpy.
 
