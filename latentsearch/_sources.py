@@ -54,6 +54,7 @@ def build_images(
     seed: int = 0,
     overwrite: bool = False,
     quiet: bool = False,
+    recall: float = 0.95,
 ) -> Collection:
     """Train an image autoencoder on ``source`` and index every image's latent vector.
 
@@ -80,7 +81,7 @@ def build_images(
     metric = metric or enc.config().get("recommended_metric", "l2")
     return create(name, encoder=enc, vectors=vectors, records=records, root=root, index=index,
                   metric=metric, overwrite=overwrite, quiet=quiet,
-                  extra={"source": source}, images=data.images)
+                  extra={"source": source}, images=data.images, recall=recall)
 
 
 def build_text(
@@ -97,6 +98,7 @@ def build_text(
     overwrite: bool = False,
     quiet: bool = False,
     prior: str | None = "wordnet",
+    recall: float = 0.95,
 ) -> Collection:
     """Train word embeddings on ``source`` (plus ``train_extra``) and index pooled vectors.
 
@@ -121,7 +123,8 @@ def build_text(
     _say(f"trained and encoded in {time.perf_counter() - t0:.1f}s", quiet)
     records = _text_records(data, data.labels)
     return create(name, encoder=enc, vectors=vectors, records=records, root=root, index=index,
-                  metric=metric, overwrite=overwrite, quiet=quiet, extra={"source": source})
+                  metric=metric, overwrite=overwrite, quiet=quiet, extra={"source": source},
+                  recall=recall)
 
 
 def encode_source(

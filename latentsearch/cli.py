@@ -109,13 +109,14 @@ def build_vectors_cmd(file, labels, name, root, index_spec, recall, metric, over
 @click.option("--epochs", type=click.IntRange(1, 10_000), default=None,
               help="Training epochs (default: the encoder's, with early stopping).")
 @INDEX
+@RECALL
 @click.option("--metric", type=click.Choice(METRICS), default=None,
               help="Default: what the encoder recommends for its latents.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @OVERWRITE
 @QUIET
 def build_images_cmd(source, name, root, encoder, latent_dim, size, color, epochs, index_spec,
-                     metric, seed, overwrite, quiet) -> None:
+                     recall, metric, seed, overwrite, quiet) -> None:
     """Train an image autoencoder on SOURCE and index the latents.
 
     SOURCE: mnist (built-in 5,000 digits), mnist-full (needs the internet), a folder of
@@ -127,7 +128,8 @@ def build_images_cmd(source, name, root, encoder, latent_dim, size, color, epoch
     """
     col = ls.build_images(source, name=name, root=root, encoder=encoder, latent_dim=latent_dim,
                           size=size, color=color, epochs=epochs, index=index_spec,
-                          metric=metric, seed=seed, overwrite=overwrite, quiet=quiet)
+                          metric=metric, seed=seed, overwrite=overwrite, quiet=quiet,
+                          recall=recall)
     _built(col)
 
 
@@ -146,11 +148,12 @@ def build_images_cmd(source, name, root, encoder, latent_dim, size, color, epoch
               help="Start from the shipped English prior (WordNet 3.0), or learn from the "
                    "collection alone (none: other languages, private jargon).")
 @INDEX
+@RECALL
 @click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @OVERWRITE
 @QUIET
-def build_text_cmd(source, name, root, dim, epochs, train_extra, prior, index_spec, metric,
+def build_text_cmd(source, name, root, dim, epochs, train_extra, prior, index_spec, recall, metric,
                    seed, overwrite, quiet) -> None:
     """Train word embeddings on SOURCE and index pooled sentence vectors.
 
@@ -164,7 +167,7 @@ def build_text_cmd(source, name, root, dim, epochs, train_extra, prior, index_sp
     """
     col = ls.build_text(source, name=name, root=root, dim=dim, epochs=epochs,
                         train_extra=train_extra, index=index_spec, metric=metric, seed=seed,
-                        overwrite=overwrite, quiet=quiet,
+                        overwrite=overwrite, quiet=quiet, recall=recall,
                         prior=None if prior == "none" else prior)
     _built(col)
 
