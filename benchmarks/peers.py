@@ -37,7 +37,8 @@ K = 10
 TARGETS = (0.95, 0.99)
 PEERS = ("faiss-hnsw", "hnswlib-m16", "hnswlib-m32", "usearch", "faiss-ivf", "chroma", "lancedb")
 SYSTEMS = ("latentsearch",) + PEERS
-SLOW = {"chroma": 100_000, "lancedb": 100_000}  # measured up to this size only (build time)
+SLOW = {"chroma": 100_000, "lancedb": 100_000}
+BANDWIDTH = 0.0  # GB/s, measured by the driver  # measured up to this size only (build time)
 
 
 def overlapping(n: int, stream: int, seed: int = 12345) -> np.ndarray:
@@ -77,6 +78,39 @@ def _best_time(fn, reps: int = REPS) -> tuple[object, float]:
     return out, best
 
 
+def bandwidth_gbs() -> float:
+    """Memory read bandwidth of this machine with both cores (numpy sums of a 256 MB array in
+    two threads; numpy releases the GIL): the ceiling for a search that streams its index."""
+    import threading
+
+    a = np.ones(64 * 2**20, np.float32)
+    a.sum()
+    best = 0.0
+    for _ in range(3):
+        threads = [threading.Thread(target=lambda: [a.sum() for _ in range(3)]) for _ in range(2)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        best = max(best, 6 * a.nbytes / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def bytes_per_query(entry: dict, dim: int) -> float | None:
+    """What one search at the default point reads: the coarse centroids, the codes of the
+    probed lists, and the re-ranked vectors (from FAISS's counters at build)."""
+    import re
+
+    d = entry.get("distances")
+    m = re.match(r"IVF(\d+),PQ(\d+)x4fs", entry.get("factory", ""))
+    if d is None or not m:
+        return None
+    nlist, sub = int(m.group(1)), int(m.group(2))
+    rerank = entry["params"].get("rerank", 0)
+    return nlist * dim * 4 + (d - nlist) * sub / 2 + rerank * K * dim * 4
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
@@ -108,7 +142,8 @@ def _system(name: str, x: np.ndarray, q: np.ndarray, tmp: Path):
                 return col.search(v, k=K, recall=r)
             points.append((label, batch, single))
         return build, _dir_bytes(col.path), points, {"choice": entry.get("choice"),
-                                                     "imbalance": entry.get("imbalance")}
+                                                     "imbalance": entry.get("imbalance"),
+                                                     "bytes_per_query": bytes_per_query(entry, dim)}
     if name in ("faiss-hnsw", "faiss-ivf"):
         import faiss
 
@@ -299,6 +334,12 @@ def tables(results: list[dict], real: bool = False) -> str:
                            f"{x['spec']} {x['factory']} {x['qps']:,} q/s at {x['recall']:.3f} "
                            f"(built and tuned in {x['build_s']} s)" for x in c["candidates"])
                        + "".join(f"; {k} left out: {v}" for k, v in c.get("left_out", {}).items()))
+        if ours and ours.get("bytes_per_query") and BANDWIDTH:
+            b = ours["bytes_per_query"]
+            out.append(f"\nThe machine's limit: a search at the default point reads about {b / 1024:,.0f} KB "
+                       f"(centroids, probed 4-bit codes, re-ranked vectors); at the {BANDWIDTH:.1f} GB/s "
+                       f"this machine reads memory with both cores, that is at most {BANDWIDTH * 1e9 / b:,.0f} q/s "
+                       "if every byte came from memory (the 1M index is small enough to sit partly in cache).")
         out.append("\nFull curves: " + "; ".join(
             f"**{r['system']}** " + ", ".join(f"{p['recall']:.3f}@{p['qps']:,}" for p in r["curve"]) for r in here))
     return "\n".join(out)
@@ -318,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, Path(args.data))))
         return 0
+    global BANDWIDTH
+    BANDWIDTH = bandwidth_gbs()
     results = []
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     sizes = [int(s) for s in args.sizes.split(",")] if not args.vectors else [0]

@@ -43,7 +43,7 @@ import numpy as np
 
 from ._data import Mixture, Timer, exact_top, median, pct, recall
 
-SPECS = ("flat", "hnsw", "ivf", "ivfpq", "auto")
+SPECS = ("flat", "hnsw", "ivf", "ivffs", "ivfpq", "auto")
 K = 10
 N_QUERIES = 1000
 EF_SWEEP = (10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 384, 512)
@@ -272,7 +272,7 @@ def breakdown(col, raw, Q, nq: int) -> dict:
         t0 = pc(); col.search(q, k=K); t1 = pc()
         v = col._query_vectors(q, batch=False); t2 = pc()
         _index._search_params(col._index, params, None); t3 = pc()
-        D, I = _index.search(col._index, v, K, params, vectors_of=col.vectors, metric=col.metric)
+        D, I = _index.search(col._index, v, K, params, vectors_of=col._main_vectors, metric=col.metric)
         t4 = pc()
         raw.search(Q[i : i + 1], K); t5 = pc()
         recs = col._fetch(sorted({int(j) for j in I[0] if j >= 0})); t6 = pc()

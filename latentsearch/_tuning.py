@@ -62,9 +62,13 @@ def _truth(vectors, ids, rows, metric) -> np.ndarray:
     return out
 
 
-def _sweep(index, queries, truth, params, vectors_of, metric, target) -> list[dict[str, Any]]:
-    """Recall@K at each knob value (ascending), with the re-rank depth chosen per value."""
+def _sweep(index, queries, truth, params, vectors_of, metric, target, *,
+           after: int | None = None, stop_at: float = STOP_AT) -> list[dict[str, Any]]:
+    """Recall@K at each knob value (ascending, past ``after``), with the re-rank depth chosen
+    per value, until ``stop_at`` is reached or recall stops growing past the target."""
     knob, steps = _index.knob(index)
+    if after is not None:
+        steps = [v for v in steps if v > after]
     lossy = "rerank" in params
     curve: list[dict[str, Any]] = []
     for value in steps or [None]:
@@ -86,7 +90,7 @@ def _sweep(index, queries, truth, params, vectors_of, metric, target) -> list[di
             _, got = _index.search(index, queries, K, p, typed=True)
             recall = _index.recall_at(got, truth)
         curve.append({"params": p, "recall": round(float(recall), 4)})
-        if recall >= STOP_AT:
+        if recall >= stop_at:
             break
         if len(curve) >= 3 and recall >= target and recall - curve[-3]["recall"] < 0.001:
             break  # saturated past the target
@@ -126,43 +130,65 @@ def _distances_per_query(index, queries, params) -> float:
 
 def build_tuned(plan: _index.IndexPlan, vectors: np.ndarray, ids: np.ndarray, metric: str,
                 target: float = DEFAULT_RECALL, *, seed: int = 0, timed: bool = False,
-                truth: np.ndarray | None = None):
+                truth: np.ndarray | None = None, finish: bool = True):
     """Build ``plan``'s index, tune it on held-out rows, then add those rows.
 
     Returns the index (default parameters applied) and the manifest's ``index`` entry:
     spec, factory, params (the target's point, with ``tuned_recall``), target_recall,
-    curve, holdout, imbalance (IVF) and, with ``timed``, qps_at_target.
+    curve, holdout, imbalance (IVF) and, with ``timed``, qps_at_target and distances (per
+    query, FAISS's counters). With ``finish=False`` the sweep stops at the target and the
+    held-out rows stay out: :func:`complete` finishes the candidate ``auto`` keeps.
     """
     n, dim = vectors.shape
     rows = holdout_rows(n, seed)
-    vectors_of = lambda wanted: vectors[np.searchsorted(ids, wanted)]  # noqa: E731
     index = _index.build(plan.factory, dim, metric, vectors, ids, skip=rows)
     entry: dict[str, Any] = {"spec": plan.spec, "factory": plan.factory,
                              "target_recall": float(target)}
-    knob, _ = _index.knob(index)
     params = dict(plan.params)
-    if len(rows) and (knob or "rerank" in params):
+    if len(rows) and (_index.knob(index)[0] or "rerank" in params):
         queries = np.ascontiguousarray(vectors[rows])
         truth = _truth(vectors, ids, rows, metric) if truth is None else truth
-        curve = _sweep(index, queries, truth, params, vectors_of, metric, target)
+        curve = _sweep(index, queries, truth, params, _rows_of(vectors, ids), metric, target,
+                       stop_at=STOP_AT if finish else target)
         point = pick(curve, target)
         params = dict(point["params"], tuned_recall=point["recall"])
         entry.update(curve=curve, holdout=int(len(rows)))
         if timed:
-            entry["qps_at_target"] = round(_time(index, queries, point["params"], vectors_of, metric))
+            entry["qps_at_target"] = round(_time(index, queries, point["params"],
+                                                 _rows_of(vectors, ids), metric))
             entry["distances"] = round(_distances_per_query(index, queries, point["params"]), 1)
-        _index.add(index, vectors[rows], np.asarray(ids)[rows])
     elif len(rows) and timed:  # exact: recall 1.0 by construction
         queries = np.ascontiguousarray(vectors[rows])
-        entry["qps_at_target"] = round(_time(index, queries, params, vectors_of, metric))
-        _index.add(index, vectors[rows], np.asarray(ids)[rows])
-    elif len(rows):
-        _index.add(index, vectors[rows], np.asarray(ids)[rows])
+        entry["qps_at_target"] = round(_time(index, queries, params, _rows_of(vectors, ids), metric))
     entry["params"] = params
+    if finish:
+        return complete(index, entry, vectors, ids, metric, truth, seed=seed)
+    return index, entry
+
+
+def _rows_of(vectors, ids):
+    return lambda wanted: vectors[np.searchsorted(ids, wanted)]
+
+
+def complete(index, entry: dict[str, Any], vectors, ids, metric: str,
+             truth: np.ndarray | None = None, *, seed: int = 0):
+    """Finish a candidate built with ``finish=False``: the rest of its curve (up to
+    ``STOP_AT``, for query-time ``recall=``), then the held-out rows go into the index."""
+    rows = holdout_rows(len(vectors), seed)
+    knob, _ = _index.knob(index)
+    curve = entry.get("curve")
+    if curve and knob and curve[-1]["recall"] < STOP_AT:
+        queries = np.ascontiguousarray(vectors[rows])
+        truth = _truth(vectors, ids, rows, metric) if truth is None else truth
+        base = {k: v for k, v in curve[-1]["params"].items() if k != knob}
+        curve += _sweep(index, queries, truth, base, _rows_of(vectors, ids), metric,
+                        entry["target_recall"], after=curve[-1]["params"][knob])
+    if len(rows):
+        _index.add(index, vectors[rows], np.asarray(ids)[rows])
     balance = _index.imbalance(index)
     if balance is not None:
         entry["imbalance"] = balance
-    _index.apply(index, params)
+    _index.apply(index, entry["params"])
     return index, entry
 
 
@@ -209,7 +235,7 @@ def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DE
         plan = _index.plan(spec, n, dim)
         t0 = time.perf_counter()
         index, entry = build_tuned(plan, vectors, ids, metric, target, seed=seed, timed=True,
-                                   truth=truth)
+                                   truth=truth, finish=False)
         candidates.append({"spec": spec, "factory": plan.factory,
                            "recall": entry["params"].get("tuned_recall", 1.0),
                            "qps": entry.get("qps_at_target", 0),
@@ -224,4 +250,5 @@ def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DE
     report = {"chosen": best["spec"], "target_recall": float(target), "candidates": candidates}
     if left_out:
         report["left_out"] = left_out
-    return best["spec"], report, built[best["spec"]]
+    index, entry = built[best["spec"]]
+    return best["spec"], report, complete(index, entry, vectors, ids, metric, truth, seed=seed)
