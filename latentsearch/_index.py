@@ -84,7 +84,7 @@ def _nlist(n: int, per_sqrt: float = 4.0) -> int:
     return int(max(1, min(round(per_sqrt * np.sqrt(n)), n // 39)))
 
 
-def _fs_m(dim: int) -> int:
+def fs_subquantizers(dim: int) -> int:
     """Fast-scan sub-quantizers: one per dimension up to 64 (4 bits each), an even count."""
     for m in (dim, dim // 2, dim // 4, dim // 8):
         if 2 <= m <= 64 and m % 2 == 0 and dim % m == 0:
@@ -104,7 +104,7 @@ def index_bytes(spec: str, n: int, dim: int) -> int:
     if spec == "ivf":
         return n * (4 * dim + 8) + _nlist(n) * 4 * dim
     if spec == "ivffs":
-        return n * (_fs_m(dim) // 2 + 8) + _nlist(n, 1.0) * 4 * dim
+        return n * (fs_subquantizers(dim) // 2 + 8) + _nlist(n, 1.0) * 4 * dim
     if spec == "hnsw":
         return n * (4 * dim + 8 + 32 * 2 * 4 + 16)
     if spec == "ivfpq":
@@ -119,7 +119,7 @@ def plan(spec: str, n: int, dim: int) -> IndexPlan:
     if name == "auto":  # the real choice is measured by _tuning.choose; this is its default
         if n < AUTO_FLAT_BELOW:
             return IndexPlan(spec, "Flat")
-        chosen = plan("ivffs" if _fs_m(dim) else "ivf", n, dim)
+        chosen = plan("ivffs" if fs_subquantizers(dim) else "ivf", n, dim)
         return IndexPlan(spec, chosen.factory, chosen.params)
     if name == "flat":
         return IndexPlan(spec, "Flat")
@@ -129,7 +129,7 @@ def plan(spec: str, n: int, dim: int) -> IndexPlan:
         nl = _nlist(n)
         return IndexPlan(spec, f"IVF{nl},Flat" if n >= 39 else "Flat")
     if name == "ivffs":
-        m = _fs_m(dim)
+        m = fs_subquantizers(dim)
         if not m:
             raise IndexSpecError(f"ivffs needs an even dimension with an even divisor <= 64, got {dim}")
         if n < 10_000:  # 16 centroids per sub-quantizer train well from a few thousand points
@@ -397,6 +397,19 @@ def rerank_exact(queries, cand, k, vectors_of, metric):
         worst = np.inf if metric == "l2" else -np.inf
         return np.full((len(queries), k), worst, np.float32), np.full((len(queries), k), -1)
     return best_of(exact_scores(queries, cand, vectors_of, metric), cand, k, metric)
+
+
+def distances_per_query(index, queries: np.ndarray, params: dict[str, Any], k: int) -> float:
+    """Distances and codes FAISS computes per query at ``params`` (its own counters), plus
+    the coarse quantizer's nlist for IVF: the work a search does, whatever the index."""
+    faiss = _faiss()
+    faiss.cvar.indexIVF_stats.reset()
+    faiss.cvar.hnsw_stats.reset()
+    search(index, queries, k, params, typed=True)
+    ndis = faiss.cvar.indexIVF_stats.ndis + faiss.cvar.hnsw_stats.ndis
+    inner = _inner(index)
+    coarse = inner.nlist if isinstance(inner, faiss.IndexIVF) else 0
+    return float(ndis / len(queries) + coarse)
 
 
 def knob(index) -> tuple[str | None, list[int]]:

@@ -69,6 +69,8 @@ def _sweep(index, queries, truth, params, vectors_of, metric, target, *,
     knob, steps = _index.knob(index)
     if after is not None:
         steps = [v for v in steps if v > after]
+        if not steps:
+            return []
     lossy = "rerank" in params
     curve: list[dict[str, Any]] = []
     for value in steps or [None]:
@@ -115,19 +117,6 @@ def _time(index, queries, params, vectors_of, metric, reps: int = 3) -> float:
     return float(len(queries) / best)
 
 
-def _distances_per_query(index, queries, params) -> float:
-    """Distances and codes FAISS computes per query at ``params`` (its own counters), plus
-    the coarse quantizer's nlist for IVF."""
-    faiss = _index._faiss()
-    faiss.cvar.indexIVF_stats.reset()
-    faiss.cvar.hnsw_stats.reset()
-    _index.search(index, queries, K, params, typed=True)
-    ndis = faiss.cvar.indexIVF_stats.ndis + faiss.cvar.hnsw_stats.ndis
-    inner = _index._inner(index)
-    coarse = inner.nlist if isinstance(inner, faiss.IndexIVF) else 0
-    return float(ndis / len(queries) + coarse)
-
-
 def build_tuned(plan: _index.IndexPlan, vectors: np.ndarray, ids: np.ndarray, metric: str,
                 target: float = DEFAULT_RECALL, *, seed: int = 0, timed: bool = False,
                 truth: np.ndarray | None = None, finish: bool = True):
@@ -156,13 +145,13 @@ def build_tuned(plan: _index.IndexPlan, vectors: np.ndarray, ids: np.ndarray, me
         if timed:
             entry["qps_at_target"] = round(_time(index, queries, point["params"],
                                                  _rows_of(vectors, ids), metric))
-            entry["distances"] = round(_distances_per_query(index, queries, point["params"]), 1)
+            entry["distances"] = round(_index.distances_per_query(index, queries, point["params"], K), 1)
     elif len(rows) and timed:  # exact: recall 1.0 by construction
         queries = np.ascontiguousarray(vectors[rows])
         entry["qps_at_target"] = round(_time(index, queries, params, _rows_of(vectors, ids), metric))
     entry["params"] = params
-    if finish:
-        return complete(index, entry, vectors, ids, metric, truth, seed=seed)
+    if finish:  # swept to STOP_AT already: only the rows to add back
+        return complete(index, entry, vectors, ids, metric, truth, seed=seed, extend=False)
     return index, entry
 
 
@@ -171,13 +160,13 @@ def _rows_of(vectors, ids):
 
 
 def complete(index, entry: dict[str, Any], vectors, ids, metric: str,
-             truth: np.ndarray | None = None, *, seed: int = 0):
+             truth: np.ndarray | None = None, *, seed: int = 0, extend: bool = True):
     """Finish a candidate built with ``finish=False``: the rest of its curve (up to
     ``STOP_AT``, for query-time ``recall=``), then the held-out rows go into the index."""
     rows = holdout_rows(len(vectors), seed)
     knob, _ = _index.knob(index)
     curve = entry.get("curve")
-    if curve and knob and curve[-1]["recall"] < STOP_AT:
+    if extend and curve and knob and curve[-1]["recall"] < STOP_AT:
         queries = np.ascontiguousarray(vectors[rows])
         truth = _truth(vectors, ids, rows, metric) if truth is None else truth
         base = {k: v for k, v in curve[-1]["params"].items() if k != knob}
@@ -218,7 +207,7 @@ def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DE
     budget = _index.memory_budget()
     specs, left_out = [], {}
     for spec in CANDIDATES:
-        if spec == "ivffs" and not _index._fs_m(dim):
+        if spec == "ivffs" and not _index.fs_subquantizers(dim):
             left_out[spec] = f"no fast-scan layout for dimension {dim}"
         elif spec == "hnsw" and n > HNSW_BUILD_LIMIT:
             left_out[spec] = f"not built above {HNSW_BUILD_LIMIT:,} vectors (build time)"

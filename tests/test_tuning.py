@@ -166,3 +166,18 @@ def test_cli_recall_exact_and_info(hard, root, tmp_path):
     assert high.exit_code == 0, high.output
     bad = run(main, ["query", "v", "--id", "3", "--recall", "1.5"])
     assert bad.exit_code == 2 and "1.5" in bad.output
+
+
+def test_hnsw_whose_sweep_saturates_before_the_last_step_builds(root):
+    # regression: completing a curve that had already stopped (saturated) swept an empty
+    # list of knob values and failed with int(None) (seen on hnsw at 1M in benchmarks.run)
+    x = overlapping(3_000, 4)
+    index, entry = _tuning.build_tuned(_index.plan("hnsw", len(x), 32), x, np.arange(len(x)), "l2")
+    curve = entry["curve"]
+    assert curve and index.ntotal == len(x)
+    again = _tuning.complete(index, {**entry, "curve": list(curve)}, x, np.arange(len(x)), "l2")[1]
+    assert again["curve"][: len(curve)] == curve
+    last = dict(curve[-1], params=dict(curve[-1]["params"], efSearch=_index.EF_STEPS[-1]))
+    entry2 = {**entry, "curve": curve[:-1] + [dict(last, recall=0.5)]}
+    # nothing left past the last knob value: the curve is kept as it is
+    assert _tuning.complete(index, entry2, x, np.arange(len(x)), "l2")[1]["curve"] == entry2["curve"]
