@@ -3,6 +3,12 @@
     pip install -e ".[bench]"          # hnswlib, usearch (chromadb, lancedb: optional)
     python -m benchmarks.peers                       # 100k and 1M, writes benchmarks/RESULTS.md
     python -m benchmarks.peers --sizes 100000 --no-write
+    python -m benchmarks.peers --vectors sts_vectors.npy --section peers-real   # real latents
+
+Real latents as measured in RESULTS.md: every distinct sentence of ../shared/data/stsb_*.tsv
+(columns 6 and 7, whitespace folded, first occurrence order) one a line in sts.txt, then
+``latentsearch build text sts.txt --name sts`` and
+``np.save("sts_vectors.npy", latentsearch.open("sts").vectors())``.
 
 The data (the speed issue's recipe): 1,000 centres ``default_rng(12345).standard_normal((1000,
 32))``, points ``centre + standard_normal`` (no scaling), so the clusters overlap heavily; 1,000
