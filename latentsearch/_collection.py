@@ -200,6 +200,8 @@ class Collection:
         self.manifest = manifest
         self._vectors, self._main_ids, self._index, self._records, self._main_images = main
         self._main_array = np.asarray(self._vectors)  # a plain view of the memory map
+        ids_ = self._main_ids  # ascending and unique: 0..n-1 means an id is its row
+        self._main_ids_are_rows = bool(len(ids_) and ids_[0] == 0 and ids_[-1] == len(ids_) - 1)
         self._deltas = deltas
         self._row_ids = all_ids  # every stored row, main first: the row of an id
         self._removed = removed
@@ -339,10 +341,9 @@ class Collection:
     def _main_vectors(self, ids: np.ndarray) -> np.ndarray:
         """Vectors of ids the main index returned (held, not removed): the re-rank's fast path,
         without the checks of :meth:`vectors`."""
-        main = self._main_ids
-        if len(main) and main[0] == 0 and main[-1] == len(main) - 1:  # ascending: ids are rows
+        if self._main_ids_are_rows:
             return self._main_array[ids]
-        return self._main_array[np.searchsorted(main, ids)]
+        return self._main_array[np.searchsorted(self._main_ids, ids)]
 
     def vectors(self, ids: Iterable[int] | None = None) -> np.ndarray:
         """Stored vectors (unit rows for metric cosine) for ``ids``, or all of them."""
@@ -901,15 +902,11 @@ def _write_index(index, path: Path) -> None:
 def _build_and_tune(spec: str, vectors: np.ndarray, ids: np.ndarray, metric: str,
                     target: float, quiet: bool = True) -> tuple[Any, dict[str, Any]]:
     """The index for ``spec`` (``auto`` chosen by measurement) and its manifest entry."""
-    if spec.strip().lower() != "auto" or len(vectors) < _index.AUTO_FLAT_BELOW:
+    if spec.strip().lower() != "auto":
         return _tuning.build_tuned(_index.plan(spec, len(vectors), vectors.shape[1]),
                                    vectors, ids, metric, target)
     _progress(f"auto: measuring candidate indexes at recall {target}", quiet)
-    chosen, choice, built = _tuning.choose(vectors, ids, metric, target)
-    if built is None:  # ivfpq when nothing else fits
-        built = _tuning.build_tuned(_index.plan(chosen, len(vectors), vectors.shape[1]),
-                                    vectors, ids, metric, target)
-    index, entry = built
+    choice, (index, entry) = _tuning.choose(vectors, ids, metric, target)
     entry = dict(entry, spec=spec, choice=choice)
     entry.pop("qps_at_target", None)  # in the choice's candidates
     return index, entry
@@ -971,7 +968,7 @@ def create(
         stored = _write_vectors(staging.path(names["vectors"]), vectors, dim, metric, quiet)
         t0 = time.perf_counter()
         built, entry = _build_and_tune(index, stored, ids, metric, tuned_to, quiet)
-        params = {k: v for k, v in entry["params"].items()}
+        params = entry["params"]
         _progress(
             f"index {entry['factory']} over {n} vectors in {time.perf_counter() - t0:.1f}s"
             + (f", tuned {params}" if params else ""),

@@ -134,21 +134,22 @@ def build_tuned(plan: _index.IndexPlan, vectors: np.ndarray, ids: np.ndarray, me
     entry: dict[str, Any] = {"spec": plan.spec, "factory": plan.factory,
                              "target_recall": float(target)}
     params = dict(plan.params)
+    vectors_of = _rows_of(vectors, ids)
     if len(rows) and (_index.knob(index)[0] or "rerank" in params):
         queries = np.ascontiguousarray(vectors[rows])
         truth = _truth(vectors, ids, rows, metric) if truth is None else truth
-        curve = _sweep(index, queries, truth, params, _rows_of(vectors, ids), metric, target,
+        curve = _sweep(index, queries, truth, params, vectors_of, metric, target,
                        stop_at=STOP_AT if finish else target)
         point = pick(curve, target)
         params = dict(point["params"], tuned_recall=point["recall"])
         entry.update(curve=curve, holdout=int(len(rows)))
         if timed:
-            entry["qps_at_target"] = round(_time(index, queries, point["params"],
-                                                 _rows_of(vectors, ids), metric))
+            entry["qps_at_target"] = round(_time(index, queries, point["params"], vectors_of,
+                                                 metric))
             entry["distances"] = round(_index.distances_per_query(index, queries, point["params"], K), 1)
     elif len(rows) and timed:  # exact: recall 1.0 by construction
         queries = np.ascontiguousarray(vectors[rows])
-        entry["qps_at_target"] = round(_time(index, queries, params, _rows_of(vectors, ids), metric))
+        entry["qps_at_target"] = round(_time(index, queries, params, vectors_of, metric))
     entry["params"] = params
     if finish:  # swept to STOP_AT already: only the rows to add back
         return complete(index, entry, vectors, ids, metric, truth, seed=seed, extend=False)
@@ -197,13 +198,14 @@ def _best(candidates: list[dict[str, Any]], target: float) -> dict[str, Any]:
 
 
 def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DEFAULT_RECALL,
-           *, seed: int = 0) -> tuple[str, dict[str, Any], tuple | None]:
-    """The spec ``auto`` resolves to for these vectors, the measurements behind it, and the
-    winner's (index, manifest entry), built over every vector (None for flat)."""
+           *, seed: int = 0) -> tuple[dict[str, Any], tuple]:
+    """What ``auto`` measured for these vectors, and the winner's (index, manifest entry),
+    built over every vector."""
     n, dim = vectors.shape
     if n < _index.AUTO_FLAT_BELOW:
-        return "flat", {"chosen": "flat",
-                        "why": f"exact search below {_index.AUTO_FLAT_BELOW:,} vectors"}, None
+        why = f"exact search below {_index.AUTO_FLAT_BELOW:,} vectors"
+        return {"chosen": "flat", "why": why}, build_tuned(
+            _index.plan("flat", n, dim), vectors, ids, metric, target, seed=seed)
     budget = _index.memory_budget()
     specs, left_out = [], {}
     for spec in CANDIDATES:
@@ -216,7 +218,8 @@ def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DE
         else:
             specs.append(spec)
     if not specs:
-        return "ivfpq", {"chosen": "ivfpq", "left_out": left_out}, None
+        return {"chosen": "ivfpq", "left_out": left_out}, build_tuned(
+            _index.plan("ivfpq", n, dim), vectors, ids, metric, target, seed=seed)
     rows = holdout_rows(n, seed)
     truth = _truth(vectors, ids, rows, metric) if len(rows) else None  # shared by all
     built, candidates = {}, []
@@ -240,4 +243,4 @@ def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DE
     if left_out:
         report["left_out"] = left_out
     index, entry = built[best["spec"]]
-    return best["spec"], report, complete(index, entry, vectors, ids, metric, truth, seed=seed)
+    return report, complete(index, entry, vectors, ids, metric, truth, seed=seed)
