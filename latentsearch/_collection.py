@@ -905,7 +905,8 @@ def _build_and_tune(spec: str, vectors: np.ndarray, ids: np.ndarray, metric: str
     if spec.strip().lower() != "auto":
         return _tuning.build_tuned(_index.plan(spec, len(vectors), vectors.shape[1]),
                                    vectors, ids, metric, target)
-    _progress(f"auto: measuring candidate indexes at recall {target}", quiet)
+    if len(vectors) >= _index.AUTO_FLAT_BELOW:
+        _progress(f"auto: measuring candidate indexes at recall {target}", quiet)
     choice, (index, entry) = _tuning.choose(vectors, ids, metric, target)
     entry = dict(entry, spec=spec, choice=choice)
     entry.pop("qps_at_target", None)  # in the choice's candidates
