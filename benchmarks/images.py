@@ -26,10 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from latentsearch._evaluate import _agreement, _neighbours, _pca
-from latentsearch._images import load_image_source
-from latentsearch._index import normalise
-from latentsearch.encoders._image import ENCODE_BATCH, ConvAutoencoder, DenseAutoencoder
+from latentsearch.report.evaluate import _agreement, _neighbours, _pca
+from latentsearch.io.images import load_image_source
+from latentsearch.index import normalise
+from latentsearch.encoders.image import ENCODE_BATCH, ConvAutoencoder, DenseAutoencoder
 
 
 def agreement_at_k(vectors: np.ndarray, labels: np.ndarray, k: int = 10, metric: str = "l2") -> float:

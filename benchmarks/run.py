@@ -260,8 +260,8 @@ def single_latency(col, raw, Q, n_single: int, budget_s: float = 15.0) -> tuple[
 
 def breakdown(col, raw, Q, nq: int) -> dict:
     """Median microseconds of each step of ``Collection.search`` for one query (private API)."""
-    from latentsearch import _index
-    from latentsearch._hit import Hit
+    from latentsearch import index as _index
+    from latentsearch.types import Hit
 
     params = col.manifest["index"].get("params", {})
     parts = {k: [] for k in ("total", "query_vectors", "search_params", "index_search",
@@ -405,11 +405,12 @@ import latentsearch as ls
 t1 = pc()
 import faiss
 t2 = pc()
-from latentsearch import _store
+from latentsearch.storage.files import verify
+from latentsearch.storage.manifest import read_manifest
 path = Path(sys.argv[1])
-m = _store.read_manifest(path)
+m = read_manifest(path)
 t3 = pc()
-_store.verify(path, m)
+verify(path, m)
 t4 = pc()
 idx = faiss.read_index(str(path / m["files"]["index"]["path"]))
 t5 = pc()
@@ -498,7 +499,7 @@ def add_vs_rebuild(ls, n, x, col, extra, Q, root: Path) -> dict:
     Adds go to delta segments (written in proportion to the batch) until they would pass
     DELTA_LIMIT; that add compacts (rewrites the main files). Search speed is measured with
     10,000 items in deltas and again after the compaction."""
-    from latentsearch import _collection
+    from latentsearch import collection as _collection
 
     out: dict = {"n": n, "spec": col.manifest["index"]["spec"], "factory": col.manifest["index"]["factory"],
                  "delta_limit": _collection.DELTA_LIMIT}
@@ -599,7 +600,7 @@ def encoder_collections(ls, work: Path, env: dict, runs: int) -> dict:
     if out["builds"]["mnist"].get("ok"):
         try:
             col = ls.open(str(root / "mnist"))
-            from latentsearch._images import encode_png
+            from latentsearch.io.images import encode_png
 
             png = root / "digit.png"
             png.write_bytes(encode_png(col.images([0])[0]))

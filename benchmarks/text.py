@@ -41,10 +41,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from latentsearch._evaluate import tfidf  # noqa: E402
-from latentsearch._texts import load_text_source  # noqa: E402
-from latentsearch.encoders._prior import Prior, shipped_prior  # noqa: E402
-from latentsearch.encoders._text import TextEncoder  # noqa: E402
+from latentsearch.report.evaluate import tfidf  # noqa: E402
+from latentsearch.io.texts import load_text_source  # noqa: E402
+from latentsearch.encoders.prior import Prior, shipped_prior  # noqa: E402
+from latentsearch.encoders.text import TextEncoder  # noqa: E402
 
 
 def halves(texts: list[str]) -> tuple[list[str], list[str]]:

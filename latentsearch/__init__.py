@@ -18,15 +18,15 @@ import os as _os
 # TensorFlow's C++ start-up chatter must never reach the user (set before any TF import).
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-__version__ = "0.1.0"
+from latentsearch.version import __version__  # noqa: E402
 
-from ._collection import Collection, build_vectors, list_collections  # noqa: E402
-from ._collection import open_collection as open  # noqa: E402,A001
-from . import _errors  # noqa: E402
-from ._errors import *  # noqa: E402,F403  (the exception tree; see _errors' docstring)
-from ._evaluate import Report, evaluate  # noqa: E402
-from ._hit import Hit  # noqa: E402
-from ._sources import build_images, build_text  # noqa: E402
+from latentsearch.collection import Collection, build_vectors, list_collections  # noqa: E402
+from latentsearch.collection import open_collection as open  # noqa: E402,A001
+from latentsearch import errors as _errors  # noqa: E402
+from latentsearch.errors import *  # noqa: E402,F403  (the exception tree; see _errors' docstring)
+from latentsearch.report.evaluate import Report, evaluate  # noqa: E402
+from latentsearch.types import Hit  # noqa: E402
+from latentsearch.pipelines import build_images, build_text  # noqa: E402
 
 __all__ = [
     "__version__",

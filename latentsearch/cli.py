@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 import latentsearch as ls
-from latentsearch._errors import InvalidInput, LatentSearchError
-from latentsearch._index import METRICS
+from latentsearch.errors import InvalidInput, LatentSearchError
+from latentsearch.index import METRICS
 
 ROOT = click.option(
     "--root", type=click.Path(file_okay=False), default=None,
@@ -88,7 +88,7 @@ def build_vectors_cmd(file, labels, name, root, index_spec, recall, metric, over
       latentsearch build vectors emb.npy --labels labels.txt --name emb
       latentsearch build vectors emb.npy --recall 0.99
     """
-    from latentsearch._sources import _default_name, load_labels
+    from latentsearch.pipelines import _default_name, load_labels
 
     labs = load_labels(labels) if labels else None
     col = ls.build_vectors(file, labs, name=name or _default_name(file), root=root,
@@ -226,10 +226,10 @@ def query(name, root, item_id, image, text, vector, k, where, as_json, grid, rec
         hits = col.neighbors(item_id, k=k, where=filt, **knobs)
         described: dict[str, Any] = {"id": item_id}
     elif image is not None:
-        from latentsearch._images import read_image_file
+        from latentsearch.io.images import read_image_file
 
         cfg = col.manifest["encoder"]["config"]
-        from latentsearch._sources import _image_color
+        from latentsearch.pipelines import _image_color
 
         if col.modality != "image":
             raise ls.EncoderError(f"collection {col.name} holds {col.modality}; it cannot be queried by image")
@@ -240,21 +240,21 @@ def query(name, root, item_id, image, text, vector, k, where, as_json, grid, rec
         hits = col.search(text, k=k, where=filt, **knobs)
         described = {"text": text}
     else:
-        from latentsearch._collection import load_npy
+        from latentsearch.collection import load_npy
 
         hits = col.search(load_npy(Path(vector)).reshape(-1), k=k, where=filt, **knobs)
         described = {"vector": vector}
     described.update({"collection": col.name, "k": k, "where": filt, "recall": recall,
                       "exact": exact})
     if grid:
-        from latentsearch._grid import write_query_grid
+        from latentsearch.report.grid import write_query_grid
 
         write_query_grid(col, grid, hits, query_tile=query_tile, query_id=item_id)
         click.echo(f"wrote {grid}", err=True)
     if as_json:
         _echo_json({"query": described, "hits": [h.to_dict() for h in hits]})
         return
-    from latentsearch._hit import hits_table
+    from latentsearch.types import hits_table
 
     click.echo("\n".join(hits_table(hits)))
 
@@ -425,7 +425,7 @@ def evaluate(name, root, k, sample, seed, as_json, plot) -> None:
     col = ls.open(name, root)
     report = ls.evaluate(col, k=k, sample=sample, seed=seed)
     if plot:
-        from latentsearch._plot import write_report_png
+        from latentsearch.report.plot import write_report_png
 
         labels = [h.label for h in col.get(col.ids())]
         write_report_png(plot, report, col.vectors(), labels)
@@ -449,7 +449,7 @@ def demo(root, rebuild, epochs) -> None:
     Example:
       latentsearch demo --root ./indexes
     """
-    from latentsearch._demo import run_demo
+    from latentsearch.report.demo import run_demo
 
     run_demo(root=root, rebuild=rebuild, epochs=epochs, echo=click.echo)
 

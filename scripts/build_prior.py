@@ -23,10 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from latentsearch.encoders._prior import (  # noqa: E402
+from latentsearch.encoders.prior import (  # noqa: E402
     PRIOR_PATH, Prior, wordnet_exceptions, wordnet_texts,
 )
-from latentsearch.encoders._text import TextEncoder  # noqa: E402
+from latentsearch.encoders.text import TextEncoder  # noqa: E402
 
 
 def build(wordnet: str | Path, out: str | Path, *, dim: int = 128, epochs: int = 6,

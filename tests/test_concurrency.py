@@ -57,8 +57,8 @@ def test_readers_see_consistent_collections_while_a_writer_works(root):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from latentsearch import _store
-with _store.writer_lock(Path(sys.argv[1])):
+from latentsearch.storage.lock import writer_lock
+with writer_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
 """
@@ -93,9 +93,9 @@ def test_cli_reports_a_locked_collection_in_one_line(root):
 
     col = ls.build_vectors(np.eye(8, dtype=np.float32), name="c")
     np.save(root.parent / "one.npy", np.ones((1, 8), np.float32))
-    from latentsearch import _store
+    from latentsearch.storage.lock import writer_lock
 
-    with _store.writer_lock(col.path):
+    with writer_lock(col.path):
         r = CliRunner().invoke(main, ["add", "c", str(root.parent / "one.npy"), "--wait", "0.3"])
     assert r.exit_code == 1
     assert r.stderr.strip() == ("error: collection c is locked by another writer; "

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
-from latentsearch import _index
+from latentsearch import index as _index
 from conftest import clustered
 
 SPECS = ["flat", "hnsw", "ivf", "ivfpq", "auto", "IVF64,SQ8"]

@@ -1,6 +1,6 @@
 """Crash safety: a writer killed (SIGKILL) at every durable step of build, add and remove.
 
-The store calls ``_store.step()`` at each file written, synced, renamed or deleted; with
+The store calls ``storage.durable.step()`` at each file written, synced, renamed or deleted; with
 ``LATENTSEARCH_CRASH_AFTER=N`` the process kills itself after N steps. For every N until the
 operation completes, the collection must open, pass its checksums, and hold exactly the state
 before or after the operation, never a mix.
@@ -152,7 +152,7 @@ def test_killed_writes_with_delta_segments_leave_before_or_after(tmp_path, array
         assert col.info["removed_pending"] == 1
 
     code = """
-        from latentsearch import _collection
+        from latentsearch import collection as _collection
         _collection.DELTA_LIMIT, _collection.MAX_DELTAS = 50, 2
         col = ls.open("c", {root!r})
         """ + operation

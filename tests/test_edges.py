@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
-from latentsearch import _store
+from latentsearch.storage import files as storage_files, lock as storage_lock, manifest as storage_manifest
 from conftest import clustered
 
 
@@ -119,7 +119,7 @@ def test_truncated_or_mistyped_manifest(root):
 def test_newer_format_version_is_refused(root):
     col = ls.build_vectors(np.eye(4), name="n")
     doc = json.loads((col.path / "manifest.json").read_text())
-    doc["format_version"] = _store.FORMAT_VERSION + 1
+    doc["format_version"] = storage_manifest.FORMAT_VERSION + 1
     (col.path / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(ls.UnsupportedFormat, match="upgrade latentsearch"):
         ls.open("n")
@@ -179,7 +179,7 @@ def test_failed_write_leaves_the_collection_as_it_was(root, monkeypatch):
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(_store, "write_manifest", boom)
+        patch.setattr(storage_files, "write_manifest", boom)
         with pytest.raises(OSError, match="disk full"):
             col.add(x[:5])
     again = ls.open("f")
@@ -192,7 +192,7 @@ def test_failed_write_leaves_the_collection_as_it_was(root, monkeypatch):
 
 def test_second_writer_is_told_the_collection_is_locked(root):
     col = ls.build_vectors(np.eye(4), name="k")
-    with _store.writer_lock(col.path):
+    with storage_lock.writer_lock(col.path):
         with pytest.raises(ls.CollectionLocked, match="locked by another writer"):
             col.add(np.ones((1, 4)), wait=0.2)
     assert col.add(np.ones((1, 4))).tolist() == [4]
@@ -238,7 +238,7 @@ def test_failed_add_does_not_leak_into_the_open_collection(root, monkeypatch):
     x, _ = clustered(100, dim=4)
     col = ls.build_vectors(x, name="leak")
     with monkeypatch.context() as patch:
-        patch.setattr(_store, "write_manifest", lambda *a, **k: (_ for _ in ()).throw(OSError("full")))
+        patch.setattr(storage_files, "write_manifest", lambda *a, **k: (_ for _ in ()).throw(OSError("full")))
         with pytest.raises(OSError):
             col.add(x[:5] + 100)
     assert len(col) == 100
@@ -246,7 +246,7 @@ def test_failed_add_does_not_leak_into_the_open_collection(root, monkeypatch):
 
 
 def test_exact_search_in_chunks_equals_one_pass():
-    from latentsearch import _index
+    from latentsearch import index as _index
 
     x, _ = clustered(3000, dim=8)
     ids = np.arange(3000) * 3
@@ -260,7 +260,7 @@ def test_exact_search_in_chunks_equals_one_pass():
 
 
 def test_build_from_a_memory_mapped_file_in_batches(root, tmp_path, monkeypatch):
-    from latentsearch import _collection
+    from latentsearch import collection as _collection
 
     monkeypatch.setattr(_collection, "BATCH", 128)
     x, labels = clustered(1000, dim=8)
@@ -278,7 +278,7 @@ def test_build_from_a_memory_mapped_file_in_batches(root, tmp_path, monkeypatch)
 
 def test_rerank_equals_exact_search_where_recall_is_one():
     """Re-ranked candidates give exactly the exact answer when the candidates hold it."""
-    from latentsearch import _index
+    from latentsearch import index as _index
 
     x, _ = clustered(2000, dim=8)
     ids = np.arange(2000) * 5

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
-from latentsearch import _store
+from latentsearch.storage.files import sha256_file
 
 
 def snapshot(path):
@@ -80,7 +80,7 @@ def test_pickled_vectors_inside_a_collection_never_unpickle(root):
     path = col.path / "vectors.npy"
     np.save(path, np.array([{"boom": 1}], dtype=object), allow_pickle=True)
     doc = json.loads((col.path / "manifest.json").read_text())
-    doc["files"]["vectors"]["sha256"] = _store.sha256_file(path)  # an attacker fixes the sum
+    doc["files"]["vectors"]["sha256"] = sha256_file(path)  # an attacker fixes the sum
     (col.path / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(ls.CorruptCollection, match="not a plain .npy"):
         ls.open("p")
@@ -157,7 +157,7 @@ def test_model_with_a_lambda_layer_never_runs(image_collection, tmp_path):
     evil.save(model)
     marker.unlink(missing_ok=True)
     doc = json.loads((path / "manifest.json").read_text())
-    doc["files"]["encoder/model.keras"]["sha256"] = _store.sha256_file(model)  # sum fixed too
+    doc["files"]["encoder/model.keras"]["sha256"] = sha256_file(model)  # sum fixed too
     (path / "manifest.json").write_text(json.dumps(doc))
     col = ls.open(str(path))  # opening never touches the model
     with pytest.raises(ls.EncoderError, match="cannot load encoder model.*(safe_mode|Lambda)"):

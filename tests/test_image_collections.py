@@ -9,14 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 import latentsearch as ls
-from latentsearch._images import encode_png
+from latentsearch.io.images import encode_png
 from latentsearch.cli import main
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """300 real digits from the built-in sample, as an .npz with labels, and a PNG folder."""
-    from latentsearch._images import load_image_source
+    from latentsearch.io.images import load_image_source
 
     data = load_image_source("mnist", limit=300)
     base = tmp_path_factory.mktemp("digits")

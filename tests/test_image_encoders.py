@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from latentsearch import encoders
-from latentsearch._errors import DimensionMismatch, EncoderError, InvalidInput
-from latentsearch._images import load_image_source
-from latentsearch.encoders._image import ConvAutoencoder, DenseAutoencoder
+from latentsearch.errors import DimensionMismatch, EncoderError, InvalidInput
+from latentsearch.io.images import load_image_source
+from latentsearch.encoders.image import ConvAutoencoder, DenseAutoencoder
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def conv(digits) -> ConvAutoencoder:
 
 def test_module_import_does_not_import_tensorflow():
     code = (
-        "import sys, latentsearch.encoders._image, latentsearch._images; "
+        "import sys, latentsearch.encoders.image, latentsearch.io.images; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -140,7 +140,7 @@ def test_fit_refuses_bad_input():
 
 
 def test_image_file_query_finds_itself(conv: ConvAutoencoder, digits, tmp_path: Path):
-    from latentsearch._images import encode_png, read_image_file
+    from latentsearch.io.images import encode_png, read_image_file
 
     (tmp_path / "q.png").write_bytes(encode_png(digits[42]))
     z_all = conv.encode(digits)
@@ -200,7 +200,7 @@ def test_numpy_forward_padding_batchnorm_and_valid_conv():
     non-trivial statistics, a 'valid' conv, no bias: each as Keras computes it."""
     import keras
 
-    from latentsearch.encoders._image import export_forward
+    from latentsearch.encoders.image import export_forward
 
     keras.utils.set_random_seed(5)
     layers = keras.layers
@@ -228,7 +228,7 @@ def test_numpy_forward_padding_batchnorm_and_valid_conv():
 def test_unsupported_layers_are_not_exported(digits, tmp_path: Path):
     import keras
 
-    from latentsearch.encoders._image import export_forward
+    from latentsearch.encoders.image import export_forward
 
     inp = keras.Input((28, 28, 1))
     pooled = keras.layers.MaxPooling2D()(inp)
@@ -272,7 +272,7 @@ def test_malformed_forward_files_are_an_encoder_error(conv, tmp_path: Path):
 
 
 def test_large_batches_agree_whichever_path(conv, digits):
-    from latentsearch.encoders import _image
+    from latentsearch.encoders import image as _image
 
     big = np.concatenate([digits] * 6)  # 1,200 rows: Keras when TensorFlow is imported
     assert len(big) >= _image.KERAS_MIN_BATCH
@@ -283,7 +283,7 @@ _NO_TF_QUERY = """
 import sys
 import numpy as np
 import latentsearch as ls
-from latentsearch._images import read_image_file
+from latentsearch.io.images import read_image_file
 {load}
 img = read_image_file({png!r}, size=28, color="gray")
 assert img.shape == (28, 28, 1)
@@ -302,7 +302,7 @@ def _run(code: str) -> str:
 @pytest.fixture(scope="module")
 def image_collection(digits, tmp_path_factory):
     import latentsearch as ls
-    from latentsearch._images import encode_png
+    from latentsearch.io.images import encode_png
 
     base = tmp_path_factory.mktemp("nt")
     np.save(base / "d.npy", digits[:120, :, :, 0])
@@ -316,7 +316,7 @@ def test_saved_encoder_and_png_query_without_tensorflow(image_collection):
     base = image_collection
     load = (
         "import json\n"
-        "from latentsearch.encoders._image import ConvAutoencoder\n"
+        "from latentsearch.encoders.image import ConvAutoencoder\n"
         f"m = json.load(open({str(base / 'root' / 'd' / 'manifest.json')!r}))\n"
         f"enc = ConvAutoencoder.load({str(base / 'root' / 'd' / 'encoder')!r}, m['encoder']['config'])"
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentsearch._errors import DimensionMismatch, InvalidInput
-from latentsearch._images import (
+from latentsearch.errors import DimensionMismatch, InvalidInput
+from latentsearch.io.images import (
     ImageSet,
     conform_images,
     encode_png,
@@ -260,7 +260,7 @@ def test_tensorflow_import_is_quiet(tmp_path: Path):
 
     (tmp_path / "a.png").write_bytes(encode_png(digit_like(0)))
     code = (
-        "import sys; from latentsearch._images import read_image_file; "
+        "import sys; from latentsearch.io.images import read_image_file; "
         f"print(read_image_file({str(tmp_path / 'a.png')!r}).shape)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -284,7 +284,7 @@ def test_truncated_headers_are_skipped_not_crashing(tmp_path: Path):
 def test_jpeg_and_gif_and_bmp_headers(tmp_path: Path):
     import tensorflow as tf
 
-    from latentsearch._images import image_header_size
+    from latentsearch.io.images import image_header_size
 
     img = np.zeros((30, 50, 3), np.uint8)
     (tmp_path / "a.jpg").write_bytes(tf.io.encode_jpeg(img).numpy())
@@ -355,7 +355,7 @@ def write_filtered_png(samples: np.ndarray, ctype: int, filters: list[int], *, p
 def test_png_decoder_equals_tensorflow_every_colour_type_and_filter(ctype):
     import tensorflow as tf
 
-    from latentsearch._images import decode_png
+    from latentsearch.io.images import decode_png
 
     rng = np.random.default_rng(ctype)
     h, w = 13, 11
@@ -379,7 +379,7 @@ def test_png_decoder_equals_tensorflow_every_colour_type_and_filter(ctype):
 def test_png_decoder_reads_encode_png_and_tensorflow_pngs():
     import tensorflow as tf
 
-    from latentsearch._images import decode_png
+    from latentsearch.io.images import decode_png
 
     rng = np.random.default_rng(3)
     for shape in ((28, 28), (9, 7, 3)):
@@ -404,7 +404,7 @@ def test_png_decoder_reads_encode_png_and_tensorflow_pngs():
 def test_png_variants_fall_back_to_tensorflow(tmp_path: Path):
     import tensorflow as tf
 
-    from latentsearch._images import decode_png
+    from latentsearch.io.images import decode_png
 
     rng = np.random.default_rng(4)
     deep = rng.integers(0, 65536, (20, 20, 1), dtype=np.uint16)
@@ -432,7 +432,7 @@ def test_png_query_reads_without_tensorflow(tmp_path: Path):
     (tmp_path / "g.png").write_bytes(encode_png(img[..., 0]))
     (tmp_path / "c.png").write_bytes(encode_png(img))
     code = (
-        "import sys; from latentsearch._images import read_image_file; "
+        "import sys; from latentsearch.io.images import read_image_file; "
         f"a = read_image_file({str(tmp_path / 'g.png')!r}, size=28, color='gray'); "
         f"b = read_image_file({str(tmp_path / 'c.png')!r}, size=28, color='gray'); "
         f"c = read_image_file({str(tmp_path / 'g.png')!r}, size=28, color='rgb'); "

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import latentsearch as ls
-from latentsearch import _collection
+from latentsearch import collection as _collection
 from latentsearch.cli import main
 from conftest import clustered
 
@@ -233,7 +233,7 @@ def test_reload_after_an_overwrite_does_not_keep_a_same_named_delta(root):
 def test_add_vectors_refuses_images_that_do_not_match(root):
     """Before: float or wrongly sized images were committed as a delta and the collection
     no longer opened (or compacted)."""
-    from latentsearch.encoders._vectors import VectorEncoder
+    from latentsearch.encoders.vectors import VectorEncoder
 
     x, _ = clustered(30, dim=4)
     pixels = np.arange(30 * 2 * 2, dtype=np.uint8).reshape(30, 2, 2, 1)

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import latentsearch as ls
-from latentsearch._texts import load_text_source
+from latentsearch.io.texts import load_text_source
 from latentsearch.cli import main
 
 

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from latentsearch._errors import EncoderError, InvalidInput
-from latentsearch._texts import load_text_source
-from latentsearch.encoders._text import MAX_TOKENS, TextEncoder, tokens
+from latentsearch.errors import EncoderError, InvalidInput
+from latentsearch.io.texts import load_text_source
+from latentsearch.encoders.text import MAX_TOKENS, TextEncoder, tokens
 
 FIRE = 0  # news article 0: a bushfire near Hill Top, New South Wales
 
@@ -31,7 +31,7 @@ def enc(news):
 
 def test_importing_the_module_does_not_import_tensorflow():
     code = (
-        "import sys, latentsearch.encoders._text, latentsearch._texts; "
+        "import sys, latentsearch.encoders.text, latentsearch.io.texts; "
         "sys.exit(1 if 'tensorflow' in sys.modules or 'keras' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
@@ -253,8 +253,8 @@ VARIED = [
 
 
 def _tf_tokens(texts):
-    from latentsearch._tf import import_tensorflow
-    from latentsearch.encoders._text import _standardize
+    from latentsearch.encoders.tf import import_tensorflow
+    from latentsearch.encoders.text import _standardize
 
     tf = import_tensorflow()
 
@@ -325,7 +325,7 @@ def test_numpy_path_equals_keras_on_news(enc, saved, news):
 def test_loading_and_encoding_does_not_import_tensorflow(enc, saved):
     code = (
         "import sys, json\n"
-        "from latentsearch.encoders._text import TextEncoder\n"
+        "from latentsearch.encoders.text import TextEncoder\n"
         f"cfg = json.loads({json.dumps(json.dumps(enc.config()))})\n"
         f"e = TextEncoder.load({str(saved)!r}, cfg)\n"
         "v = e.encode(['bushfires near Sydney', 'Straße İstanbul ΣΟΦΙΑ fire'])\n"

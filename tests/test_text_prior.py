@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 import latentsearch as ls
-from latentsearch._texts import load_text_source
+from latentsearch.io.texts import load_text_source
 from latentsearch.cli import main
-from latentsearch.encoders._prior import PRIOR_PATH, Prior, identity_vector, wordnet_texts
-from latentsearch.encoders._text import TextEncoder
+from latentsearch.encoders.prior import PRIOR_PATH, Prior, identity_vector, wordnet_texts
+from latentsearch.encoders.text import TextEncoder
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -65,8 +65,8 @@ def test_prior_loads_and_encodes_without_tensorflow(tmp_path):
     texts = ["a man slices bread", "the cat sat on the mat", "stocks fell"]
     fit = f"""
 import json, sys
-from latentsearch.encoders._prior import Prior
-from latentsearch.encoders._text import TextEncoder
+from latentsearch.encoders.prior import Prior
+from latentsearch.encoders.text import TextEncoder
 assert Prior.load().vector("cut") is not None
 enc = TextEncoder.fit({texts!r}, prior="wordnet", train=False, quiet=True)
 v = enc.encode(["a man cuts a loaf"])
@@ -76,7 +76,7 @@ json.dump(enc.config(), open({str(tmp_path / "cfg.json")!r}, "w"))
 """
     load = f"""
 import json, sys
-from latentsearch.encoders._text import TextEncoder
+from latentsearch.encoders.text import TextEncoder
 back = TextEncoder.load({str(tmp_path)!r}, json.load(open({str(tmp_path / "cfg.json")!r})))
 v = back.encode(["a man cuts a loaf", "a kitten sits"])
 near, far = back.encode("a man slices bread")[0], back.encode("stocks fell")[0]
@@ -104,7 +104,7 @@ def test_a_wordnet_synonym_pair_is_nearer_than_an_unrelated_pair_after_adaptatio
 
 def test_exact_identity_ranks_like_tfidf_for_a_small_collection(news):
     """Without synonyms (a long text weighs them ~0) the cosine is TF-IDF's own."""
-    from latentsearch._evaluate import tfidf
+    from latentsearch.report.evaluate import tfidf
 
     docs = news[:60]
     enc = TextEncoder.fit(docs, prior="wordnet", train=False, quiet=True)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from latentsearch._errors import InvalidInput
-from latentsearch._texts import TextSet, load_text_source, read_texts_file
+from latentsearch.errors import InvalidInput
+from latentsearch.io.texts import TextSet, load_text_source, read_texts_file
 
 
 def test_news_sample():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
-from latentsearch import _index, _tuning
+from latentsearch import index as _index
+from latentsearch.index import tune as _tuning
 
 N, K = 20_000, 10
 

@@ -11,16 +11,16 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from .._errors import EncoderError
-from ._base import Encoder
+from latentsearch.errors import EncoderError
+from latentsearch.encoders.base import Encoder
 
 __all__ = ["Encoder", "available", "get", "load"]
 
 _REGISTRY: dict[str, str] = {
-    "vectors": "latentsearch.encoders._vectors:VectorEncoder",
-    "dense": "latentsearch.encoders._image:DenseAutoencoder",
-    "conv": "latentsearch.encoders._image:ConvAutoencoder",
-    "text": "latentsearch.encoders._text:TextEncoder",
+    "vectors": "latentsearch.encoders.vectors:VectorEncoder",
+    "dense": "latentsearch.encoders.image:DenseAutoencoder",
+    "conv": "latentsearch.encoders.image:ConvAutoencoder",
+    "text": "latentsearch.encoders.text:TextEncoder",
 }
 
 

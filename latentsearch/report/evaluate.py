@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _index
-from ._errors import InvalidInput
+from latentsearch import index as _index
+from latentsearch.errors import InvalidInput
 
 __all__ = ["Report", "evaluate", "tfidf"]
 

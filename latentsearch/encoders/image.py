@@ -43,16 +43,16 @@ from __future__ import annotations
 import json
 import sys
 import time
+import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .._errors import DimensionMismatch, EncoderError, InvalidInput
-from .._images import conform_images
-from .._store import sha256_file
-from .._tf import import_keras, import_tensorflow
-from ._base import Encoder
+from latentsearch.errors import DimensionMismatch, EncoderError, InvalidInput
+from latentsearch.io.images import conform_images
+from latentsearch.encoders.tf import import_keras, import_tensorflow
+from latentsearch.encoders.base import Encoder
 
 __all__ = ["DenseAutoencoder", "ConvAutoencoder", "NumpyForward", "export_forward"]
 
@@ -574,7 +574,7 @@ class _ImageAutoencoder(Encoder):
             self._model.save(target)
         names = [MODEL_FILE]
         if self._numpy is not None:
-            names += self._numpy.write(folder, sha256_file(target))
+            names += self._numpy.write(folder, _sha256(target))
         return names
 
     @classmethod
@@ -608,7 +608,7 @@ class _ImageAutoencoder(Encoder):
             forward, model_sum = NumpyForward.read(folder)
         except (_Unsupported, OSError, ValueError, TypeError, KeyError) as exc:
             raise EncoderError(f"cannot read the encoder's forward files in {folder}: {exc}") from None
-        if model_sum != sha256_file(folder / MODEL_FILE):
+        if model_sum != _sha256(folder / MODEL_FILE):
             return None
         return forward
 
@@ -871,3 +871,8 @@ class ConvAutoencoder(_ImageAutoencoder):
             )
         augment = keras.Sequential(steps, name="augment") if steps else None
         return encoder, decoder, augment
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

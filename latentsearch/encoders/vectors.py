@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import DimensionMismatch, InvalidInput
-from ._base import Encoder
+from latentsearch.errors import DimensionMismatch, InvalidInput
+from latentsearch.encoders.base import Encoder
 
 
 def as_vectors(items: Any, dim: int | None = None) -> np.ndarray:

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import IndexSpecError, InvalidInput
+from latentsearch.errors import IndexSpecError, InvalidInput
 
 __all__ = ["METRICS", "IndexPlan", "plan", "build", "apply", "search", "exact_search",
-           "knob", "rerank", "recall_at", "drop_own"]
+           "knob", "rerank_exact", "merge_best", "recall_at", "drop_own"]
 
 METRICS = ("l2", "cosine")
 AUTO_FLAT_BELOW = 10_000
@@ -443,13 +443,23 @@ def exact_search(
             d, rows = faiss.knn(queries, block, min(k_eff, len(block)), metric=fm)
             parts_d.append(d)
             parts_i.append(rows + start)
-    d, rows = np.concatenate(parts_d, axis=1), np.concatenate(parts_i, axis=1)
-    if len(parts_d) > 1:
-        order = np.argsort(d if metric == "l2" else -d, axis=1, kind="stable")[:, :k_eff]
-        d, rows = np.take_along_axis(d, order, 1), np.take_along_axis(rows, order, 1)
+    d, rows = merge_best(parts_d, parts_i, k_eff, metric)
     D[:, :k_eff] = d
     I[:, :k_eff] = np.asarray(ids)[rows]
     return D, I
+
+
+def merge_best(D_parts: list[np.ndarray], I_parts: list[np.ndarray], k: int,
+               metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of several per-query result blocks (FAISS scores, ids; -1 = none),
+    best first; ties keep the earlier block's order. The one top-k merge: chunks of an exact
+    search, the main index with the delta segments."""
+    D = np.concatenate(D_parts, axis=1) if len(D_parts) > 1 else D_parts[0]
+    I = np.concatenate(I_parts, axis=1) if len(I_parts) > 1 else I_parts[0]
+    worst = np.float32(np.inf if metric == "l2" else -np.inf)
+    D = np.where(I < 0, worst, D)
+    order = np.argsort(D if metric == "l2" else -D, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import InvalidInput
-from ._hit import Hit
+from latentsearch.errors import InvalidInput
+from latentsearch.types import Hit
 
 
 def write_query_grid(
@@ -16,7 +16,7 @@ def write_query_grid(
     query_tile: np.ndarray | None = None, query_id: int | None = None,
 ) -> Path:
     """Write the query (an image, or a stored item by id) and ``hits`` as tiles in one PNG."""
-    from ._images import write_grid_png
+    from latentsearch.io.images import write_grid_png
 
     if col.modality != "image":
         raise InvalidInput(f"--grid draws images; collection {col.name} holds {col.modality}")

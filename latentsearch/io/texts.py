@@ -28,11 +28,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._errors import InvalidInput
+from latentsearch.errors import InvalidInput
 
 __all__ = ["TextSet", "load_text_source", "read_texts_file", "NEWS_PATH", "SUFFIXES"]
 
-NEWS_PATH = Path(__file__).parent / "data" / "news_300.txt"
+NEWS_PATH = Path(__file__).resolve().parent.parent / "data" / "news_300.txt"
 SUFFIXES = (".txt", ".jsonl", ".csv")
 
 

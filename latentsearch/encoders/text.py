@@ -98,11 +98,11 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import EncoderError, InvalidInput
-from .._tf import import_keras, import_tensorflow
-from ._base import Encoder
-from . import _prior
-from ._prior import Prior
+from latentsearch.errors import EncoderError, InvalidInput
+from latentsearch.encoders.tf import import_keras, import_tensorflow
+from latentsearch.encoders.base import Encoder
+from latentsearch.encoders import prior as _prior
+from latentsearch.encoders.prior import Prior
 
 #: tokens per item that are encoded; the rest of a longer item is ignored (documented)
 MAX_TOKENS = 512

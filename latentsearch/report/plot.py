@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._evaluate import CURVE_K, _pca
-from ._images import _draw_text, _text_width, encode_png
+from latentsearch.report.evaluate import CURVE_K, _pca
+from latentsearch.io.images import _draw_text, _text_width, encode_png
 
 # Tableau-10 palette, then grey for the rest.
 PALETTE = np.array([

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _index
+from latentsearch import index as _index
 
 __all__ = ["DEFAULT_RECALL", "build_tuned", "choose", "pick", "holdout_rows"]
 

@@ -29,9 +29,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._errors import DimensionMismatch, InvalidInput
-from ._hit import label_text
-from ._tf import import_keras, import_tensorflow
+from latentsearch.errors import DimensionMismatch, InvalidInput
+from latentsearch.types import label_text
+from latentsearch.encoders.tf import import_keras, import_tensorflow
 
 __all__ = [
     "ImageSet",
@@ -450,7 +450,7 @@ def read_image_file(path: str | Path, *, size: int = 28, color: str = "gray") ->
 
 
 def _data_dir() -> Path:
-    return Path(__file__).resolve().parent / "data"
+    return Path(__file__).resolve().parent.parent / "data"
 
 
 def _limit(n: int, limit: int | None) -> int:
@@ -534,17 +534,7 @@ def _folder(root: Path, size: int, channels: int, limit: int | None) -> ImageSet
 
 def _array_file(path: Path, size: int, channels: int, limit: int | None) -> ImageSet:
     labels = None
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise InvalidInput(
-                f"{path} holds pickled Python objects, which are never loaded; save a plain "
-                "numeric array (N, H, W[, C]) instead"
-            ) from None
-        raise InvalidInput(f"{path} is not a readable numpy file: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise InvalidInput(f"{path} is not a readable numpy file: {exc}") from None
+    loaded = load_npy(path)
     try:
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._errors import EncoderError
+from latentsearch.errors import EncoderError
 
 PRIOR_PATH = Path(__file__).resolve().parent.parent / "data" / "prior_wordnet.npz"
 #: WordNet data files, one synset a line (the Debian package puts them in /usr/share/wordnet)

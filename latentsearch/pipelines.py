@@ -15,12 +15,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import encoders as _encoders
-from ._collection import Collection, Record, _labels_as_text, create, load_npy
-from ._hit import label_text
-from ._collection import _progress as _say
-from ._errors import InvalidInput
-from ._tf import import_tensorflow
+from latentsearch import encoders as _encoders
+from latentsearch.collection import Collection, Record, _labels_as_text, create, load_npy
+from latentsearch.types import label_text
+from latentsearch.collection import _progress as _say
+from latentsearch.errors import InvalidInput
+from latentsearch.encoders.tf import import_tensorflow
 
 __all__ = ["build_images", "build_text", "encode_source", "load_labels"]
 
@@ -30,7 +30,7 @@ def load_labels(path: str | os.PathLike) -> list[str]:
     p = Path(path)
     if p.suffix == ".npy":
         return [label_text(x) for x in load_npy(p).reshape(-1)]
-    from ._texts import _read_text  # strict UTF-8, BOM dropped, NUL refused, lines named
+    from latentsearch.io.texts import _read_text  # strict UTF-8, BOM dropped, NUL refused, lines named
 
     return _read_text(p, str(p)).splitlines()
 
@@ -62,7 +62,7 @@ def build_images(
     download), a folder of images (subfolder names become labels) or a .npy/.npz array.
     ``metric`` defaults to the one the encoder recommends for its latents.
     """
-    from ._images import load_image_source
+    from latentsearch.io.images import load_image_source
 
     source = os.fspath(source)
     name = name or _default_name(source)
@@ -107,7 +107,7 @@ def build_text(
     ``prior``: ``"wordnet"`` starts from the shipped English prior and adapts it to the
     texts; None learns from the texts alone (other languages, private jargon).
     """
-    from ._texts import load_text_source, read_texts_file
+    from latentsearch.io.texts import load_text_source, read_texts_file
 
     source = os.fspath(source)
     name = name or _default_name(source)
@@ -142,14 +142,14 @@ def encode_source(
         n = len(vecs)
         return vecs, [(lab, None, None, None) for lab in _labels_as_text(labels, n)], None
     if col.modality == "image":
-        from ._images import load_image_source
+        from latentsearch.io.images import load_image_source
 
         cfg = col.manifest["encoder"]["config"]
         data = load_image_source(source, size=int(cfg.get("size", 28)), color=_image_color(cfg))
         vecs = col.encode(data.images)
         labs = _labels_as_text(labels, len(vecs)) if labels is not None else data.labels
         return vecs, _image_records(labs, data.sources), data.images
-    from ._texts import load_text_source
+    from latentsearch.io.texts import load_text_source
 
     data = load_text_source(source)
     vecs = col.encode(data.texts)

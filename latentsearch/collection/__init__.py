@@ -27,17 +27,25 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import _index, _tuning, _store
-from . import encoders as _encoders
-from ._errors import (
+from latentsearch import index as _index
+from latentsearch.index import tune as _tuning
+from latentsearch.storage.files import Staging, clear_stale_builds, commit, generation_name, load_array, publish_new, verify
+from latentsearch.storage.lock import writer_lock
+from latentsearch.storage.manifest import MANIFEST, file_path, format_version, now, read_manifest, write_manifest
+from latentsearch.storage.paths import check_name, locate, resolve_root
+from latentsearch.storage.records import open_records
+from latentsearch import encoders as _encoders
+from latentsearch.errors import (
+    CollectionExists,
     CorruptCollection,
     DimensionMismatch,
     EncoderError,
     InvalidInput,
     UnknownId,
 )
-from ._hit import Hit, label_text
-from .encoders._vectors import VectorEncoder, as_vectors
+from latentsearch.version import __version__
+from latentsearch.types import Hit, label_text
+from latentsearch.encoders.vectors import VectorEncoder, as_vectors
 
 __all__ = ["Collection", "open_collection", "build_vectors", "create", "list_collections"]
 
@@ -81,19 +89,19 @@ def _open_delta(folder: Path, manifest: dict[str, Any], delta: dict[str, Any],
     """A delta segment's files, checked against the manifest (``pixels``: the main
     segment's image shape, None for collections without images)."""
     name, n, dim = delta["name"], delta["count"], manifest["dim"]
-    path = lambda part: _store.file_path(folder, manifest, _delta_key(name, part))  # noqa: E731
-    vectors = _store.load_array(path("vectors"), mmap=False)
-    ids = _store.load_array(path("ids"), mmap=False)
+    path = lambda part: file_path(folder, manifest, _delta_key(name, part))  # noqa: E731
+    vectors = load_array(path("vectors"), mmap=False)
+    ids = load_array(path("ids"), mmap=False)
     if vectors.shape != (n, dim) or vectors.dtype != np.float32:
         raise CorruptCollection(f"{folder}: delta {name} vectors do not match the manifest")
     if ids.shape != (n,) or ids.dtype != np.int64:
         raise CorruptCollection(f"{folder}: delta {name} ids do not match the manifest")
     images = None
     if pixels is not None:
-        images = _store.load_array(path("images"), mmap=False)
+        images = load_array(path("images"), mmap=False)
         if images.shape != (n, *pixels) or images.dtype != np.uint8:
             raise CorruptCollection(f"{folder}: delta {name} images do not match the manifest")
-    return _Segment(name, vectors, ids, images, _store.open_records(path("records")))
+    return _Segment(name, vectors, ids, images, open_records(path("records")))
 
 
 def _progress(message: str, quiet: bool) -> None:
@@ -131,14 +139,14 @@ class Collection:
         """Open the newest generation. ``written``: manifest file entries this process has
         just written and hashed itself (no need to hash them again)."""
         for attempt in range(3):  # a writer may commit between reading the manifest and files
-            manifest = _store.read_manifest(self.path)
+            manifest = read_manifest(self.path)
             if reuse and manifest == getattr(self, "manifest", None):
                 return  # nothing changed
             try:
                 self._load_generation(manifest, reuse=reuse, written=written or {})
                 return
             except CorruptCollection:
-                if attempt == 2 or _store.read_manifest(self.path) == manifest:
+                if attempt == 2 or read_manifest(self.path) == manifest:
                     raise
         raise AssertionError("unreachable")
 
@@ -156,10 +164,10 @@ class Collection:
                      if written.get(k) != e
                      and not (old is not None and old["files"].get(k) == e
                               and (same_main or k not in _MAIN_PARTS))}
-            _store.verify(self.path, {"files": fresh})
+            verify(self.path, {"files": fresh})
         removed = np.empty(0, np.int64)
         if "removed" in files:
-            removed = _store.load_array(_store.file_path(self.path, manifest, "removed"), mmap=False)
+            removed = load_array(file_path(self.path, manifest, "removed"), mmap=False)
             if removed.ndim != 1 or removed.dtype != np.int64 or not len(removed) or (
                     len(removed) > 1 and not (np.diff(removed) > 0).all()):
                 raise CorruptCollection(f"{self.path}: the removed ids file is malformed")
@@ -231,15 +239,15 @@ class Collection:
     def _open_main(self, manifest: dict[str, Any], n: int) -> tuple:
         """The main segment: vectors (memory-mapped), ids, FAISS index, records, images."""
         dim = manifest["dim"]
-        vectors = _store.load_array(_store.file_path(self.path, manifest, "vectors"))
-        ids = _store.load_array(_store.file_path(self.path, manifest, "ids"), mmap=False)
+        vectors = load_array(file_path(self.path, manifest, "vectors"))
+        ids = load_array(file_path(self.path, manifest, "ids"), mmap=False)
         if vectors.shape != (n, dim) or vectors.dtype != np.float32:
             raise CorruptCollection(
                 f"{self.path}: vectors are {vectors.shape} {vectors.dtype}, manifest says ({n}, {dim})"
             )
         if ids.shape != (n,) or ids.dtype != np.int64:
             raise CorruptCollection(f"{self.path}: ids.npy does not match the manifest")
-        index_path = _store.file_path(self.path, manifest, "index")
+        index_path = file_path(self.path, manifest, "index")
         import faiss
 
         try:
@@ -253,10 +261,10 @@ class Collection:
             raise CorruptCollection(f"{index_path} holds {index.ntotal} vectors, manifest says {n}")
         images = None
         if "images" in manifest["files"]:
-            images = _store.load_array(_store.file_path(self.path, manifest, "images"))
+            images = load_array(file_path(self.path, manifest, "images"))
             if images.ndim != 4 or len(images) != n or images.dtype != np.uint8:
                 raise CorruptCollection(f"{self.path}: images.npy does not match the manifest")
-        records = _store.open_records(_store.file_path(self.path, manifest, "records"))
+        records = open_records(file_path(self.path, manifest, "records"))
         return vectors, ids, index, records, images
 
     def reload(self) -> "Collection":
@@ -563,11 +571,7 @@ class Collection:
         if not len(dids):
             return D, I
         D2, I2 = _index.exact_search(dvecs, dids, vecs, min(k, len(dids)), self.metric)
-        D, I = np.concatenate([D, D2], axis=1), np.concatenate([I, I2], axis=1)
-        worst = np.inf if self.metric == "l2" else -np.inf
-        D = np.where(I < 0, np.float32(worst), D)
-        order = np.argsort(D if self.metric == "l2" else -D, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+        return _index.merge_best([D, D2], [I, I2], k, self.metric)
 
     def _distances(self, raw: np.ndarray) -> np.ndarray:
         """FAISS scores as reported distances: Euclidean for l2, 1 - cosine for cosine."""
@@ -616,7 +620,7 @@ class Collection:
         if self.modality == "text" and isinstance(items, str):
             items = [items]
         if self.modality == "image":
-            from ._images import conform_images
+            from latentsearch.io.images import conform_images
 
             cfg = self.manifest["encoder"]["config"]
             images = conform_images(items, size=int(cfg["size"]), channels=int(cfg["channels"]))
@@ -633,7 +637,7 @@ class Collection:
     def add_source(self, source: str, labels: Sequence[Any] | None = None, *,
                    wait: float = 0.0, quiet: bool = True) -> np.ndarray:
         """Load ``source`` the way ``build`` does for this modality and append its items."""
-        from . import _sources
+        from latentsearch import pipelines as _sources
 
         vecs, records, images = _sources.encode_source(self, source, labels)
         return self.add_vectors(vecs, records, images=images, wait=wait, quiet=quiet)
@@ -663,7 +667,7 @@ class Collection:
             vecs = _index.normalise(vecs)
         if len(vecs) == 0:
             return np.empty(0, dtype=np.int64)
-        with _store.writer_lock(self.path, wait):
+        with writer_lock(self.path, wait):
             self._load()  # the newest generation, under the lock
             start = self.manifest["next_id"]
             new_ids = np.arange(start, start + len(vecs), dtype=np.int64)
@@ -686,7 +690,7 @@ class Collection:
         gone = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
         if len(gone) == 0:
             return 0
-        with _store.writer_lock(self.path, wait):
+        with writer_lock(self.path, wait):
             self._load()
             self._rows(gone)
             in_delta = np.isin(gone, self._dids)
@@ -703,7 +707,7 @@ class Collection:
     def compact(self, *, wait: float = 0.0, quiet: bool = True) -> None:
         """Fold the delta segments into the main index and files (done automatically when
         they grow past ``DELTA_LIMIT`` items) and purge removed items from the index."""
-        with _store.writer_lock(self.path, wait):
+        with writer_lock(self.path, wait):
             self._load()
             if len(self._dids) or len(self._removed):
                 self._compact(quiet=quiet)
@@ -742,7 +746,7 @@ class Collection:
                     [self._dimages[keep], images])
             deltas = []
         files = {k: v for k, v in m["files"].items() if not (merge and k.startswith("delta-"))}
-        staging = _store.Staging(self.path, "write")
+        staging = Staging(self.path, "write")
         try:
             if len(ids):
                 arrays = {"vectors": vecs, "ids": ids}
@@ -762,11 +766,11 @@ class Collection:
                 files.update(staging.entries({"removed": listed}))
             count = m["count"] + (len(ids) - len(self._dids) if merge else len(ids)) - n_removed
             new = dict(m, files=files, deltas=deltas, generation=gen, count=count,
-                       updated=_store.now())
-            new["format_version"] = _store.format_version(new)
+                       updated=now())
+            new["format_version"] = format_version(new)
             if drop is None and len(ids):
                 new["next_id"] = int(ids[-1]) + 1
-            _store.commit(self.path, staging, new)
+            commit(self.path, staging, new)
         except BaseException:
             staging.discard()
             raise
@@ -819,34 +823,34 @@ class Collection:
             _progress(f"rebuilding index {entry['spec']} for {len(vectors)} vectors", quiet)
             index, entry = _build_and_tune(entry["spec"], vectors, ids, self.metric,
                                            self.target_recall, quiet)
-        staging = _store.Staging(self.path, "write")
+        staging = Staging(self.path, "write")
         try:
             names = {
-                "vectors": _store.generation_name("vectors.npy", gen),
-                "ids": _store.generation_name("ids.npy", gen),
-                "index": _store.generation_name("index.faiss", gen),
-                "records": _store.generation_name("records.sqlite", gen),
+                "vectors": generation_name("vectors.npy", gen),
+                "ids": generation_name("ids.npy", gen),
+                "index": generation_name("index.faiss", gen),
+                "records": generation_name("records.sqlite", gen),
             }
             if images is not None:
-                names["images"] = _store.generation_name("images.npy", gen)
+                names["images"] = generation_name("images.npy", gen)
                 staging.save_array(names["images"], images)
             staging.save_array(names["vectors"], vectors)
             staging.save_array(names["ids"], ids)
             _write_index(index, staging.path(names["index"]))
             staging.write_records(
                 names["records"], list(rows),
-                base=_store.file_path(self.path, m, "records"), delete_ids=delete,
+                base=file_path(self.path, m, "records"), delete_ids=delete,
             )
             files = {k: v for k, v in m["files"].items()
                      if k not in names and k != "removed" and not k.startswith("delta-")}
             files.update(staging.entries(names))
             new = dict(m, files=files, deltas=[], generation=gen, count=len(ids),
-                       updated=_store.now())
-            new["format_version"] = _store.format_version(new)
+                       updated=now())
+            new["format_version"] = format_version(new)
             new["index"] = entry
             if next_id is not None:
                 new["next_id"] = next_id
-            _store.commit(self.path, staging, new)
+            commit(self.path, staging, new)
         except BaseException:
             staging.discard()
             # the in-memory index may hold the uncommitted change; the files were verified
@@ -940,7 +944,7 @@ def create(
     grows with the batch and the index, not with a second copy of the corpus.
     ``images`` (uint8 (n, H, W, C)), for image collections, are kept as images.npy.
     """
-    _store.check_name(name)
+    check_name(name)
     if metric not in _index.METRICS:
         raise InvalidInput(f"unknown metric {metric!r}; use one of: {', '.join(_index.METRICS)}")
     if not hasattr(vectors, "shape"):
@@ -951,18 +955,18 @@ def create(
         raise InvalidInput(f"got {len(records)} records for {len(vectors)} vectors")
     if images is not None and len(images) != len(vectors):
         raise InvalidInput(f"got {len(images)} images for {len(vectors)} vectors")
-    root_path = _store.resolve_root(root)
+    root_path = resolve_root(root)
     target = root_path / name
     if target.exists() and not overwrite:
-        raise _store.CollectionExists(
+        raise CollectionExists(
             f"collection {target} already exists; pass --overwrite (overwrite=True) or choose another --name"
         )
     root_path.mkdir(parents=True, exist_ok=True)
-    _store.clear_stale_builds(root_path, name)
+    clear_stale_builds(root_path, name)
     n, dim = len(vectors), encoder.dim
     ids = np.arange(n, dtype=np.int64)
     tuned_to = _check_recall(recall)
-    staging = _store.Staging(root_path, name)
+    staging = Staging(root_path, name)
     try:
         names = {"vectors": "vectors.npy", "ids": "ids.npy", "index": "index.faiss",
                  "records": "records.sqlite"}
@@ -984,8 +988,7 @@ def create(
         enc_dir = staging.path("encoder/.keep").parent
         for rel in encoder.save(enc_dir):
             names[f"encoder/{rel}"] = f"encoder/{rel}"
-        stamp = _store.now()
-        from . import __version__
+        stamp = now()
 
         manifest = {
             "format_version": 1,
@@ -1004,8 +1007,8 @@ def create(
             "files": staging.entries(names),
             **(extra or {}),
         }
-        _store.write_manifest(staging.dir / _store.MANIFEST, manifest)
-        _store.publish_new(staging, target, overwrite=overwrite)
+        write_manifest(staging.dir / MANIFEST, manifest)
+        publish_new(staging, target, overwrite=overwrite)
     except BaseException:
         staging.discard()
         raise
@@ -1061,20 +1064,20 @@ def open_collection(
     name: str | os.PathLike, root: str | os.PathLike | None = None, *, verify: bool = True
 ) -> Collection:
     """Open a collection by name under the root, or by path to its folder."""
-    return Collection(_store.locate(name, root), verify=verify)
+    return Collection(locate(name, root), verify=verify)
 
 
 def list_collections(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """A summary per collection folder under the root (unreadable ones say why)."""
-    root_path = _store.resolve_root(root)
+    root_path = resolve_root(root)
     out = []
     if not root_path.is_dir():
         return out
     for folder in sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (folder / _store.MANIFEST).exists():
+        if not (folder / MANIFEST).exists():
             continue
         try:
-            m = _store.read_manifest(folder)
+            m = read_manifest(folder)
             out.append({"name": folder.name, "modality": m["modality"], "count": m["count"],
                         "dim": m["dim"], "metric": m["metric"], "index": m["index"]["factory"]})
         except Exception as exc:  # listing must not stop at one broken collection

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import _store
-from ._collection import Collection, open_collection
-from ._errors import CollectionNotFound, CorruptCollection
-from ._evaluate import evaluate
-from ._hit import hits_table
+from latentsearch.storage.paths import resolve_root
+from latentsearch.collection import Collection, open_collection
+from latentsearch.errors import CollectionNotFound, CorruptCollection
+from latentsearch.report.evaluate import evaluate
+from latentsearch.types import hits_table
 
 IMAGE_QUERIES = (7, 4321)
 TEXT_QUERIES = ("bushfires near Sydney", "cricket test match at the MCG")
@@ -47,9 +47,9 @@ def _ensure(build, name: str, step: str, what: str, root: Path, rebuild: bool,
 def run_demo(root=None, rebuild: bool = False, epochs: int | None = None,
              echo: Callable[[str], None] = print) -> dict[str, Path]:
     """Run the demo; returns the paths of the two pictures it wrote."""
-    from ._sources import build_images, build_text
+    from latentsearch.pipelines import build_images, build_text
 
-    root_path = _store.resolve_root(root)
+    root_path = resolve_root(root)
     out_dir = root_path / "demo"
     t_start = time.perf_counter()
 
@@ -64,7 +64,7 @@ def run_demo(root=None, rebuild: bool = False, epochs: int | None = None,
     echo("[3/4] queries: the nearest items should be the same digit / the same story")
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = out_dir / "mnist_neighbours.png"
-    from ._grid import write_query_grid
+    from latentsearch.report.grid import write_query_grid
 
     for item in IMAGE_QUERIES:
         item = item if item < len(mnist) else int(mnist.ids()[len(mnist) // 2])
@@ -85,7 +85,7 @@ def run_demo(root=None, rebuild: bool = False, epochs: int | None = None,
     report = evaluate(mnist, k=10, sample=1000)
     echo(report.table())
     plot = out_dir / "mnist_evaluate.png"
-    from ._plot import write_report_png
+    from latentsearch.report.plot import write_report_png
 
     write_report_png(plot, report, mnist.vectors(), [h.label for h in mnist.get(mnist.ids())])
     echo(f"\npictures:\n  {grid}   (item {IMAGE_QUERIES[0]} and its 8 nearest digits)"

@@ -1,0 +1,2 @@
+"""Reading what users bring: image files and folders (``images``), text files, CSV and
+JSONL (``texts``), and numpy arrays (``arrays``). Nothing here unpickles."""
