@@ -272,10 +272,10 @@ def test_malformed_forward_files_are_an_encoder_error(conv, tmp_path: Path):
 
 
 def test_large_batches_agree_whichever_path(conv, digits):
-    from latentsearch.encoders import image as _image
+    from latentsearch.encoders.image import KERAS_MIN_BATCH
 
     big = np.concatenate([digits] * 6)  # 1,200 rows: Keras when TensorFlow is imported
-    assert len(big) >= _image.KERAS_MIN_BATCH
+    assert len(big) >= KERAS_MIN_BATCH
     np.testing.assert_allclose(conv.encode(big)[:200], conv.encode(digits), atol=1e-5)
 
 

@@ -1,49 +1,29 @@
 """Image autoencoders: images -> latent vectors (``dense`` and ``conv``).
 
 Both train an autoencoder with TensorFlow/Keras on the user's own images and keep only the
-encoder half (``encoder/model.keras``, loaded back with ``safe_mode=True``). Queries are
-encoded by that same saved model.
-
-* ``dense``: the classic 784-32-784 autoencoder of the Keras blog (Flatten, Dense(latent,
-  relu), Dense(pixels, sigmoid), reshape), kept as the reference.
-* ``conv``: the default, chosen by measurement on the built-in MNIST sample (label
-  agreement@10, see benchmarks/images.py and the README): two strided 3x3 convolutions
-  (32, 64 filters) and a Dense bottleneck to the latent, which is L2-normalised inside the
-  saved model (so the recommended metric is cosine, which on unit vectors ranks exactly as
-  L2 does); trained on randomly shifted copies (up to 7% of the side, ~2 px on MNIST) of
-  the images to reconstruct the unshifted ones, which makes the latent tolerant to small
-  displacements. Measured on the 5,000 digits (agreement@10 with the best metric, 20-30
-  epochs; seeds 0/1/2 where three figures): plain two-layer conv AE 0.914; + BatchNorm
-  0.917; + L2-normalised latent 0.920-0.923; + shift 10% (25 epochs) 0.934/0.930/0.928;
-  shift 7% (25 epochs) 0.936/0.937/0.935, chosen (20 epochs 0.935, 30 epochs 0.938);
-  shift 15% 0.920; shift 7% + rotation 0.938/0.936 (not kept: no clear gain); BatchNorm
-  with shifts collapsed (0.79); a Dense(128/256) layer before the latent 0.915/0.910; three
-  conv blocks (32, 64, 128) 0.931 at twice the time; Gaussian input noise 0.907; learning
-  rate 2e-3 0.927.
+encoder half (``encoder/model.keras``, loaded back with ``safe_mode=True``). ``dense`` is
+the classic 784-32-784 autoencoder of the Keras blog, kept as the reference; ``conv``, the
+default, was chosen by measurement on the built-in digits (docs/experiments/image.md):
+strided convolutions, an L2-normalised latent (so cosine, which on unit vectors ranks as
+L2 does), trained on randomly shifted copies of the images to reconstruct the unshifted
+ones, which makes the latent tolerant to small displacements.
 
 Training is seeded, holds out a validation split for early stopping (best weights restored)
 and prints one progress line per epoch on stderr unless ``quiet``; stdout stays clean.
-TensorFlow is imported only inside the functions that need it.
 
-Inference without TensorFlow: beside ``model.keras``, :meth:`save` writes the encoder's layer
-sequence as ``forward.json`` (kinds, strides, padding, activations, shapes; no code) and its
-weights as ``forward.npz`` (plain arrays, read with ``allow_pickle=False``), for exactly the
-layer types these encoders use (InputLayer, ZeroPadding2D, Conv2D, BatchNormalization,
-Activation, Flatten, Dense, UnitNormalization); a model with anything else gets no forward
-files and stays on Keras. ``forward.json`` records the sha256 of the ``model.keras`` it was
-exported from: when both files are there and agree, :meth:`load` reads them without
-importing TensorFlow and :meth:`encode` runs the numpy pass (im2col + matmul, in batches);
-the Keras model is then loaded only if :attr:`model` is asked for. Right after ``fit`` the
-same pass is exported in memory, so stored vectors and later queries come from the same
-code. The tests check it against Keras' own output within 1e-5.
+Queries need no TensorFlow: :meth:`save` also writes the numpy pass of the encoder
+(:mod:`latentsearch.encoders.image.forward`) with the sha256 of the ``model.keras`` it was
+exported from; when both agree, :meth:`load` reads them without importing TensorFlow and
+:meth:`encode` runs numpy (Keras is loaded only if :attr:`model` is asked for). Right after
+``fit`` the same pass is exported in memory, so stored vectors and later queries come from
+the same code.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import sys
 import time
-import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,14 +33,24 @@ from latentsearch.errors import DimensionMismatch, EncoderError, InvalidInput
 from latentsearch.io.images import conform_images
 from latentsearch.encoders.tf import import_keras, import_tensorflow
 from latentsearch.encoders.base import Encoder
+from latentsearch.encoders.image.forward import (
+    FORWARD_JSON,
+    FORWARD_NPZ,
+    NumpyForward,
+    UnsupportedForward,
+    export_forward,
+)
 
-__all__ = ["DenseAutoencoder", "ConvAutoencoder", "NumpyForward", "export_forward"]
+__all__ = [
+    "ConvAutoencoder",
+    "DenseAutoencoder",
+    "ENCODE_BATCH",
+    "KERAS_MIN_BATCH",
+    "MODEL_FILE",
+    "NUMPY_BATCH",
+]
 
 MODEL_FILE = "model.keras"
-FORWARD_JSON = "forward.json"
-FORWARD_NPZ = "forward.npz"
-FORWARD_FORMAT = "latentsearch-numpy-forward"
-FORWARD_VERSION = 1
 #: rows per batch when encoding (also what the benchmark compares against ``predict``)
 ENCODE_BATCH = 256
 #: rows per batch of the numpy pass (bounds the im2col buffers: ~15 MB at 28x28)
@@ -91,364 +81,6 @@ def _progress_callback(keras, name: str, max_epochs: int):
 def _scale(images: np.ndarray) -> np.ndarray:
     """uint8 pixels as float32 in [0, 1], in one pass."""
     return np.multiply(images, np.float32(1.0 / 255.0), dtype=np.float32)
-
-
-# --------------------------------------------------------------------------- numpy forward
-
-
-class _Unsupported(Exception):
-    """A layer or setting the numpy forward pass does not reproduce."""
-
-
-_ACTIVATIONS = ("linear", "relu")
-#: layer kinds the numpy pass runs (what the two encoders are made of)
-FORWARD_KINDS = (
-    "ZeroPadding2D",
-    "Conv2D",
-    "BatchNormalization",
-    "Activation",
-    "Flatten",
-    "Dense",
-    "UnitNormalization",
-)
-
-
-def _pair(value: Any, what: str) -> list[int]:
-    try:
-        a, b = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise _Unsupported(f"{what} must be two integers, got {value!r}") from None
-    return [a, b]
-
-
-def _activation(layer) -> str:
-    act = getattr(layer, "activation", None)
-    name = "linear" if act is None else getattr(act, "__name__", None)
-    if name not in _ACTIVATIONS:
-        raise _Unsupported(f"activation {name or act!r} of {layer.name}")
-    return name
-
-
-def _array(var) -> np.ndarray:
-    return np.array(var.numpy() if hasattr(var, "numpy") else var, dtype=np.float32)
-
-
-def export_forward(model) -> "NumpyForward | None":
-    """The numpy forward pass of a Keras encoder, or None when the model holds anything the
-    pass does not reproduce exactly (another layer type, a branch, a setting), or when its
-    output on a probe batch differs from Keras' (a safety net; the tests hold it to 1e-5)."""
-    try:
-        spec, weights = _export(model)
-        forward = NumpyForward(spec, weights)
-    except Exception:  # _Unsupported, or a Keras attribute not as expected: stay on Keras
-        return None
-    rng = np.random.default_rng(0)
-    probe = rng.random((4, *forward.input_shape), dtype=np.float32)
-    probe[0] = 0.0
-    try:
-        want = np.asarray(model(probe, training=False), dtype=np.float32)
-    except Exception:
-        return None
-    got = forward(probe)
-    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4):
-        return None
-    return forward
-
-
-def _export(model) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(spec, weights) of a single-input, single-output chain of supported layers."""
-    inputs, outputs = list(model.inputs), list(model.outputs)
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise _Unsupported("not a single-input, single-output model")
-    in_shape = tuple(inputs[0].shape)
-    if len(in_shape) != 4 or any(d is None for d in in_shape[1:]):
-        raise _Unsupported(f"input shape {in_shape}")
-    shape = [int(d) for d in in_shape[1:]]
-    spec: dict[str, Any] = {
-        "format": FORWARD_FORMAT,
-        "version": FORWARD_VERSION,
-        "input_shape": list(shape),
-        "layers": [],
-    }
-    weights: dict[str, np.ndarray] = {}
-    prev = inputs[0]
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind == "InputLayer":
-            continue
-        try:
-            taken = layer.input
-        except Exception as exc:  # a layer used more than once
-            raise _Unsupported(f"{layer.name}: {exc}") from None
-        if taken is not prev:
-            raise _Unsupported(f"{layer.name} does not take the previous layer's output")
-        prev = layer.output
-        if kind not in FORWARD_KINDS:
-            raise _Unsupported(f"layer type {kind}")
-        if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
-            raise _Unsupported(f"{layer.name} is quantized or has LoRA")
-        if str(getattr(layer, "compute_dtype", "float32")) != "float32":
-            raise _Unsupported(f"{layer.name} computes in {layer.compute_dtype}")
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            raise _Unsupported(f"{layer.name} is channels_first")
-        i = len(spec["layers"])
-        entry: dict[str, Any] = {"kind": kind, "name": str(layer.name)}
-        if kind == "ZeroPadding2D":
-            (t, b), (l, r) = (_pair(p, "padding") for p in layer.padding)
-            entry["padding"] = [[t, b], [l, r]]
-        elif kind == "Conv2D":
-            if _pair(layer.dilation_rate, "dilation") != [1, 1] or int(layer.groups) != 1:
-                raise _Unsupported(f"{layer.name}: dilated or grouped convolution")
-            if layer.padding not in ("same", "valid"):
-                raise _Unsupported(f"{layer.name}: padding {layer.padding!r}")
-            entry.update(
-                strides=_pair(layer.strides, "strides"),
-                padding=str(layer.padding),
-                activation=_activation(layer),
-                use_bias=bool(layer.use_bias),
-            )
-            weights[f"{i}.kernel"] = _array(layer.kernel)
-            if layer.use_bias:
-                weights[f"{i}.bias"] = _array(layer.bias)
-        elif kind == "BatchNormalization":
-            axis = layer.axis if isinstance(layer.axis, int) else None
-            if axis not in (-1, len(shape)):
-                raise _Unsupported(f"{layer.name}: axis {layer.axis!r}")
-            entry["epsilon"] = float(layer.epsilon)
-            weights[f"{i}.moving_mean"] = _array(layer.moving_mean)
-            weights[f"{i}.moving_variance"] = _array(layer.moving_variance)
-            if layer.scale:
-                weights[f"{i}.gamma"] = _array(layer.gamma)
-            if layer.center:
-                weights[f"{i}.beta"] = _array(layer.beta)
-        elif kind == "Activation":
-            entry["activation"] = _activation(layer)
-        elif kind == "Dense":
-            entry.update(activation=_activation(layer), use_bias=bool(layer.use_bias))
-            weights[f"{i}.kernel"] = _array(layer.kernel)
-            if layer.use_bias:
-                weights[f"{i}.bias"] = _array(layer.bias)
-        elif kind == "UnitNormalization":
-            axis = layer.axis
-            axes = [axis] if isinstance(axis, int) else list(axis)
-            if len(shape) != 1 or axes not in ([-1], [1]):
-                raise _Unsupported(f"{layer.name}: axis {axis!r}")
-        spec["layers"].append(entry)
-        shape = NumpyForward._out_shape(entry, shape, weights, i)
-        entry["output_shape"] = list(shape)
-    if prev is not outputs[0]:
-        raise _Unsupported("the last layer is not the model's output")
-    return spec, weights
-
-
-class NumpyForward:
-    """An exported encoder run with numpy: float32 (n, H, W, C) in [0, 1] -> float32 (n, d).
-
-    Built from a plain description (``forward.json``) and arrays (``forward.npz``); every
-    shape is checked when it is built, so a bad pair of files fails at load, not mid-query.
-    """
-
-    def __init__(self, spec: dict[str, Any], weights: dict[str, np.ndarray]):
-        if not isinstance(spec, dict) or spec.get("format") != FORWARD_FORMAT:
-            raise _Unsupported("not a latentsearch forward description")
-        if spec.get("version") != FORWARD_VERSION:
-            raise _Unsupported(f"forward format version {spec.get('version')!r}")
-        layers = spec.get("layers")
-        if not isinstance(layers, list):
-            raise _Unsupported("no layer list")
-        shape = [int(d) for d in spec.get("input_shape", [])]
-        if len(shape) != 3 or min(shape) < 1:
-            raise _Unsupported(f"input shape {spec.get('input_shape')!r}")
-        self.input_shape = tuple(shape)
-        self.spec = spec
-        self.weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
-        self._steps = []
-        for i, entry in enumerate(layers):
-            if not isinstance(entry, dict) or entry.get("kind") not in FORWARD_KINDS:
-                raise _Unsupported(f"layer {i}: {entry!r}")
-            shape = self._out_shape(entry, shape, self.weights, i)
-            self._steps.append(self._step(entry, i))
-        if len(shape) != 1:
-            raise _Unsupported(f"the output has shape {shape}, not a vector")
-        self.output_dim = int(shape[0])
-
-    # -- shapes and steps --------------------------------------------------------
-
-    @staticmethod
-    def _out_shape(entry: dict, shape: list[int], weights: dict, i: int) -> list[int]:
-        kind = entry["kind"]
-
-        def need(key: str, want: tuple[int, ...] | None = None, ndim: int | None = None):
-            arr = weights.get(f"{i}.{key}")
-            if arr is None:
-                raise _Unsupported(f"layer {i} ({kind}) lacks weights {key!r}")
-            if (want is not None and tuple(arr.shape) != want) or (ndim and arr.ndim != ndim):
-                raise _Unsupported(f"layer {i} ({kind}): {key} has shape {arr.shape}")
-            return arr
-
-        def act():
-            if entry.get("activation") not in _ACTIVATIONS:
-                raise _Unsupported(f"layer {i}: activation {entry.get('activation')!r}")
-
-        if kind == "ZeroPadding2D":
-            (t, b), (l, r) = (_pair(p, "padding") for p in entry["padding"])
-            if len(shape) != 3 or min(t, b, l, r) < 0:
-                raise _Unsupported(f"layer {i}: ZeroPadding2D on {shape}")
-            return [shape[0] + t + b, shape[1] + l + r, shape[2]]
-        if kind == "Conv2D":
-            act()
-            if len(shape) != 3:
-                raise _Unsupported(f"layer {i}: Conv2D on {shape}")
-            kernel = need("kernel", ndim=4)
-            kh, kw, cin, cout = kernel.shape
-            if cin != shape[2]:
-                raise _Unsupported(f"layer {i}: kernel {kernel.shape} for input {shape}")
-            if entry.get("use_bias"):
-                need("bias", (cout,))
-            sh, sw = _pair(entry["strides"], "strides")
-            if sh < 1 or sw < 1:
-                raise _Unsupported(f"layer {i}: strides {sh, sw}")
-            if entry.get("padding") == "same":
-                oh, ow = -(-shape[0] // sh), -(-shape[1] // sw)
-            elif entry.get("padding") == "valid":
-                oh, ow = (shape[0] - kh) // sh + 1, (shape[1] - kw) // sw + 1
-            else:
-                raise _Unsupported(f"layer {i}: padding {entry.get('padding')!r}")
-            if oh < 1 or ow < 1:
-                raise _Unsupported(f"layer {i}: empty output")
-            return [oh, ow, cout]
-        if kind == "BatchNormalization":
-            c = shape[-1]
-            need("moving_mean", (c,))
-            need("moving_variance", (c,))
-            for key in ("gamma", "beta"):
-                if f"{i}.{key}" in weights:
-                    need(key, (c,))
-            if not float(entry.get("epsilon", -1)) > 0:
-                raise _Unsupported(f"layer {i}: epsilon {entry.get('epsilon')!r}")
-            return list(shape)
-        if kind == "Activation":
-            act()
-            return list(shape)
-        if kind == "Flatten":
-            return [int(np.prod(shape))]
-        if kind == "Dense":
-            act()
-            if len(shape) != 1:
-                raise _Unsupported(f"layer {i}: Dense on {shape}")
-            kernel = need("kernel", ndim=2)
-            if kernel.shape[0] != shape[0]:
-                raise _Unsupported(f"layer {i}: kernel {kernel.shape} for input {shape}")
-            if entry.get("use_bias"):
-                need("bias", (kernel.shape[1],))
-            return [int(kernel.shape[1])]
-        if kind == "UnitNormalization":
-            if len(shape) != 1:
-                raise _Unsupported(f"layer {i}: UnitNormalization on {shape}")
-            return list(shape)
-        raise _Unsupported(f"layer {i}: kind {kind!r}")
-
-    def _step(self, entry: dict, i: int):
-        kind, w = entry["kind"], self.weights
-        relu = entry.get("activation") == "relu"
-        if kind == "ZeroPadding2D":
-            (t, b), (l, r) = (_pair(p, "padding") for p in entry["padding"])
-            return lambda x: np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)))
-        if kind == "Conv2D":
-            kernel = w[f"{i}.kernel"]
-            bias = w.get(f"{i}.bias") if entry.get("use_bias") else None
-            strides, same = tuple(_pair(entry["strides"], "strides")), entry["padding"] == "same"
-            return lambda x: _conv2d(x, kernel, bias, strides, same, relu)
-        if kind == "BatchNormalization":
-            # as tf.nn.batch_normalization: x * inv + (beta - mean * inv)
-            inv = 1.0 / np.sqrt(w[f"{i}.moving_variance"] + np.float32(entry["epsilon"]))
-            inv = (inv * w.get(f"{i}.gamma", np.float32(1.0))).astype(np.float32)
-            shift = (w.get(f"{i}.beta", np.float32(0.0)) - w[f"{i}.moving_mean"] * inv)
-            shift = shift.astype(np.float32)
-            return lambda x: x * inv + shift
-        if kind == "Activation":
-            return (lambda x: np.maximum(x, 0, out=x)) if relu else (lambda x: x)
-        if kind == "Flatten":  # channels-last (H, W, C) order, as Keras' Flatten
-            return lambda x: x.reshape(len(x), -1)
-        if kind == "Dense":
-            kernel = w[f"{i}.kernel"]
-            bias = w.get(f"{i}.bias") if entry.get("use_bias") else None
-
-            def dense(x):
-                y = x @ kernel
-                if bias is not None:
-                    y += bias
-                return np.maximum(y, 0, out=y) if relu else y
-
-            return dense
-        if kind == "UnitNormalization":
-            # as keras.ops.normalize: x * min(rsqrt(sum(x^2)), 1 / 1e-12)
-            def unit(x):
-                sq = np.einsum("ij,ij->i", x, x)[:, None]
-                with np.errstate(divide="ignore"):
-                    inv = np.minimum(1.0 / np.sqrt(sq), np.float32(1e12))
-                return x * inv.astype(np.float32)
-
-            return unit
-        raise _Unsupported(f"layer {i}: kind {kind!r}")
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if x.shape[1:] != self.input_shape:
-            raise DimensionMismatch(f"the encoder takes {self.input_shape}, got {x.shape[1:]}")
-        for step in self._steps:
-            x = step(x)
-        return np.ascontiguousarray(x, dtype=np.float32)
-
-    # -- files -------------------------------------------------------------------
-
-    def write(self, folder: Path, model_sha256: str) -> list[str]:
-        doc = dict(self.spec, model_sha256=model_sha256)
-        (folder / FORWARD_JSON).write_text(json.dumps(doc, indent=1), encoding="utf-8")
-        with open(folder / FORWARD_NPZ, "wb") as f:
-            np.savez(f, **self.weights)
-        return [FORWARD_JSON, FORWARD_NPZ]
-
-    @classmethod
-    def read(cls, folder: Path) -> tuple["NumpyForward", str]:
-        """(forward, sha256 of the model.keras it was exported from); raises _Unsupported
-        (or OSError / ValueError) on anything malformed. Never unpickles."""
-        doc = json.loads((folder / FORWARD_JSON).read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or not isinstance(doc.get("model_sha256"), str):
-            raise _Unsupported("forward.json names no model checksum")
-        with np.load(folder / FORWARD_NPZ, allow_pickle=False) as z:
-            weights = {k: z[k] for k in z.files}
-        for k, v in weights.items():
-            if v.dtype != np.float32:
-                raise _Unsupported(f"weights {k} are {v.dtype}, not float32")
-        spec = {k: v for k, v in doc.items() if k != "model_sha256"}
-        return cls(spec, weights), doc["model_sha256"]
-
-
-def _conv2d(x, kernel, bias, strides, same: bool, relu: bool) -> np.ndarray:
-    """Conv2D (channels-last) as im2col + one matmul; 'same' padding as TensorFlow's:
-    pad_total = max((out - 1) * stride + k - in, 0), pad_before = pad_total // 2."""
-    n, h, w, c = x.shape
-    kh, kw, _, f = kernel.shape
-    sh, sw = strides
-    if same:
-        oh, ow = -(-h // sh), -(-w // sw)
-        ph = max((oh - 1) * sh + kh - h, 0)
-        pw = max((ow - 1) * sw + kw - w, 0)
-        if ph or pw:
-            x = np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-    else:
-        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    cols = np.empty((n, oh, ow, kh, kw, c), dtype=np.float32)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j, :] = x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
-    y = cols.reshape(n * oh * ow, kh * kw * c) @ kernel.reshape(kh * kw * c, f)
-    if bias is not None:
-        y += bias
-    if relu:
-        np.maximum(y, 0, out=y)
-    return y.reshape(n, oh, ow, f)
 
 
 class _ImageAutoencoder(Encoder):
@@ -531,8 +163,8 @@ class _ImageAutoencoder(Encoder):
     def _keras_is_faster(self, n: int) -> bool:
         """Large batches go through Keras when TensorFlow is already imported (right after
         training, say): its convolutions ran ~7x faster than numpy's on the 5,000 digits
-        (53k against 7.5k images/s; single images: numpy 0.1 ms, Keras 0.35 ms). Both
-        agree within 1e-5, so which one encodes a batch does not change what is found."""
+        (docs/experiments/image.md). Both agree within 1e-5, so which one encodes a batch
+        does not change what is found."""
         if n < KERAS_MIN_BATCH or "tensorflow" not in sys.modules:
             return False
         if self._model is None:
@@ -606,7 +238,7 @@ class _ImageAutoencoder(Encoder):
             return None
         try:
             forward, model_sum = NumpyForward.read(folder)
-        except (_Unsupported, OSError, ValueError, TypeError, KeyError) as exc:
+        except (UnsupportedForward, OSError, ValueError, TypeError, KeyError) as exc:
             raise EncoderError(f"cannot read the encoder's forward files in {folder}: {exc}") from None
         if model_sum != _sha256(folder / MODEL_FILE):
             return None
@@ -761,8 +393,8 @@ class DenseAutoencoder(_ImageAutoencoder):
     """The classic fully-connected autoencoder (784-32-784 on MNIST): the reference."""
 
     name = "dense"
-    #: the blog's 50 epochs at batch 256 leave it short of its figure here (0.843 against
-    #: 0.870 agreement@10 at 100 epochs, 15 s); it is cheap, so train it fully
+    #: the blog's 50 epochs leave it short of its figure here; it is cheap, so train it
+    #: fully (docs/experiments/image.md)
     default_epochs = 100
     batch_size = 256
     recommended_metric = "l2"
@@ -786,12 +418,11 @@ class DenseAutoencoder(_ImageAutoencoder):
 
 class ConvAutoencoder(_ImageAutoencoder):
     """Strided convolutional autoencoder with a Dense bottleneck, shift augmentation and
-    L2-normalised latents: the default, tuned on MNIST (figures in benchmarks/images.py)."""
+    L2-normalised latents: the default, tuned on MNIST (docs/experiments/image.md)."""
 
     name = "conv"
-    #: 20 / 25 / 30 epochs measured 0.935 / 0.936 / 0.938 agreement@10 on the built-in
-    #: digits, training 52 / 60 / 77 s on the (busy) 2-core machine: 20 keeps
-    #: ``build images mnist`` well inside its two minutes
+    #: 20 keeps ``build images mnist`` well inside its two minutes for a near-equal
+    #: agreement@10 (docs/experiments/image.md)
     default_epochs = 20
     batch_size = 128
     recommended_metric = "cosine"
