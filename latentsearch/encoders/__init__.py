@@ -18,9 +18,9 @@ __all__ = ["Encoder", "available", "get", "load"]
 
 _REGISTRY: dict[str, str] = {
     "vectors": "latentsearch.encoders.vectors:VectorEncoder",
-    "dense": "latentsearch.encoders.image:DenseAutoencoder",
-    "conv": "latentsearch.encoders.image:ConvAutoencoder",
-    "text": "latentsearch.encoders.text:TextEncoder",
+    "dense": "latentsearch.encoders.image.autoencoders:DenseAutoencoder",
+    "conv": "latentsearch.encoders.image.autoencoders:ConvAutoencoder",
+    "text": "latentsearch.encoders.text.encoder:TextEncoder",
 }
 
 
