@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+__all__ = ["Encoder"]
+
 
 class Encoder(ABC):
     """Turns items of one modality into float32 vectors of a fixed dimension."""

@@ -28,6 +28,30 @@ import numpy as np
 
 from latentsearch.errors import EncoderError
 
+__all__ = [
+    "EXPANSION",
+    "IDENTITY_DIM",
+    "KEEP_PRIOR",
+    "NEIGHBOURS",
+    "NEW_WORDS_MEET",
+    "OOV_DIM",
+    "POINTERS",
+    "PRIOR_PATH",
+    "Prior",
+    "SHORT",
+    "THRESHOLD",
+    "WORDNET_EXC",
+    "WORDNET_FILES",
+    "exact_basis",
+    "identity_matrix",
+    "identity_vector",
+    "neighbours",
+    "short_weight",
+    "shipped_prior",
+    "wordnet_exceptions",
+    "wordnet_texts",
+]
+
 PRIOR_PATH = Path(__file__).resolve().parent.parent / "data" / "prior_wordnet.npz"
 #: WordNet data files, one synset a line (the Debian package puts them in /usr/share/wordnet)
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+__all__ = ["import_keras", "import_tensorflow"]
+
 
 def import_tensorflow():
     """Import TensorFlow (and Keras) on first use without its start-up chatter.

@@ -10,6 +10,8 @@ import numpy as np
 from latentsearch.errors import DimensionMismatch, InvalidInput
 from latentsearch.encoders.base import Encoder
 
+__all__ = ["VectorEncoder", "as_vectors"]
+
 
 def as_vectors(items: Any, dim: int | None = None) -> np.ndarray:
     """``items`` as C-contiguous float32 (n, dim); a single vector becomes one row."""
