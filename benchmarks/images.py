@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from latentsearch.report.evaluate import _agreement, _neighbours, _pca
+from latentsearch.report.evaluate import exact_neighbours, label_agreement, pca
 from latentsearch.io.images import load_image_source
 from latentsearch.index import normalise
 from latentsearch.encoders.image import ENCODE_BATCH, ConvAutoencoder, DenseAutoencoder
@@ -39,7 +39,7 @@ def agreement_at_k(vectors: np.ndarray, labels: np.ndarray, k: int = 10, metric:
     if metric == "cosine":
         x = normalise(x)
     rows = np.arange(len(x))
-    return _agreement(_neighbours(x, rows, k, metric), np.asarray(labels), rows)[0]
+    return label_agreement(exact_neighbours(x, rows, k, metric), np.asarray(labels), rows)[0]
 
 
 def throughput(encoder, images: np.ndarray, repeats: int = 3) -> tuple[float, float]:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     pixels = images.reshape(len(images), -1).astype(np.float32) / 255.0
     dim = trained["conv"].dim
     rows.append(("raw pixels (784-d, l2)", agreement_at_k(pixels, labels, k), ""))
-    rows.append((f"PCA-{dim} (l2)", agreement_at_k(_pca(pixels, dim), labels, k), ""))
+    rows.append((f"PCA-{dim} (l2)", agreement_at_k(pca(pixels, dim), labels, k), ""))
     _, counts = np.unique(labels, return_counts=True)
     freq = counts / counts.sum()
     rows.append(("chance", float(np.sum(freq**2)), "sum of squared label frequencies"))

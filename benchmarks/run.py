@@ -600,7 +600,7 @@ def encoder_collections(ls, work: Path, env: dict, runs: int) -> dict:
     if out["builds"]["mnist"].get("ok"):
         try:
             col = ls.open(str(root / "mnist"))
-            from latentsearch.io.images import encode_png
+            from latentsearch.io.png import encode_png
 
             png = root / "digit.png"
             png.write_bytes(encode_png(col.images([0])[0]))

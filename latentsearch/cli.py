@@ -19,6 +19,8 @@ import latentsearch as ls
 from latentsearch.errors import InvalidInput, LatentSearchError
 from latentsearch.index import METRICS
 
+__all__ = ["main"]
+
 ROOT = click.option(
     "--root", type=click.Path(file_okay=False), default=None,
     help="Folder holding collections (default: $LATENTSEARCH_ROOT, else ./indexes).",
@@ -88,10 +90,10 @@ def build_vectors_cmd(file, labels, name, root, index_spec, recall, metric, over
       latentsearch build vectors emb.npy --labels labels.txt --name emb
       latentsearch build vectors emb.npy --recall 0.99
     """
-    from latentsearch.pipelines import _default_name, load_labels
+    from latentsearch.pipelines import default_name, load_labels
 
     labs = load_labels(labels) if labels else None
-    col = ls.build_vectors(file, labs, name=name or _default_name(file), root=root,
+    col = ls.build_vectors(file, labs, name=name or default_name(file), root=root,
                            index=index_spec, metric=metric, overwrite=overwrite, quiet=quiet,
                            recall=recall)
     _built(col)
@@ -226,28 +228,23 @@ def query(name, root, item_id, image, text, vector, k, where, as_json, grid, rec
         hits = col.neighbors(item_id, k=k, where=filt, **knobs)
         described: dict[str, Any] = {"id": item_id}
     elif image is not None:
-        from latentsearch.io.images import read_image_file
+        from latentsearch.pipelines import read_query_image
 
-        cfg = col.manifest["encoder"]["config"]
-        from latentsearch.pipelines import _image_color
-
-        if col.modality != "image":
-            raise ls.EncoderError(f"collection {col.name} holds {col.modality}; it cannot be queried by image")
-        query_tile = read_image_file(image, size=int(cfg.get("size", 28)), color=_image_color(cfg))
+        query_tile = read_query_image(col, image)
         hits = col.search(query_tile, k=k, where=filt, **knobs)
         described = {"image": image}
     elif text is not None:
         hits = col.search(text, k=k, where=filt, **knobs)
         described = {"text": text}
     else:
-        from latentsearch.collection import load_npy
+        from latentsearch.io.arrays import load_npy
 
         hits = col.search(load_npy(Path(vector)).reshape(-1), k=k, where=filt, **knobs)
         described = {"vector": vector}
     described.update({"collection": col.name, "k": k, "where": filt, "recall": recall,
                       "exact": exact})
     if grid:
-        from latentsearch.report.grid import write_query_grid
+        from latentsearch.report.pictures import write_query_grid
 
         write_query_grid(col, grid, hits, query_tile=query_tile, query_id=item_id)
         click.echo(f"wrote {grid}", err=True)
@@ -425,7 +422,7 @@ def evaluate(name, root, k, sample, seed, as_json, plot) -> None:
     col = ls.open(name, root)
     report = ls.evaluate(col, k=k, sample=sample, seed=seed)
     if plot:
-        from latentsearch.report.plot import write_report_png
+        from latentsearch.report.pictures import write_report_png
 
         labels = [h.label for h in col.get(col.ids())]
         write_report_png(plot, report, col.vectors(), labels)

@@ -19,10 +19,11 @@ from latentsearch import encoders as _encoders
 from latentsearch.collection import Collection, Record, _labels_as_text, create, load_npy
 from latentsearch.types import label_text
 from latentsearch.collection import _progress as _say
-from latentsearch.errors import InvalidInput
+from latentsearch.errors import EncoderError, InvalidInput
 from latentsearch.encoders.tf import import_tensorflow
 
-__all__ = ["build_images", "build_text", "encode_source", "load_labels"]
+__all__ = ["build_images", "build_text", "encode_source", "load_labels",
+           "default_name", "image_color", "read_query_image"]
 
 
 def load_labels(path: str | os.PathLike) -> list[str]:
@@ -30,13 +31,25 @@ def load_labels(path: str | os.PathLike) -> list[str]:
     p = Path(path)
     if p.suffix == ".npy":
         return [label_text(x) for x in load_npy(p).reshape(-1)]
-    from latentsearch.io.texts import _read_text  # strict UTF-8, BOM dropped, NUL refused, lines named
+    from latentsearch.io.texts import read_text  # strict UTF-8, BOM dropped, NUL refused, lines named
 
-    return _read_text(p, str(p)).splitlines()
+    return read_text(p, str(p)).splitlines()
 
 
-def _image_color(config: dict[str, Any]) -> str:
+def image_color(config: dict[str, Any]) -> str:
+    """The colour mode ("gray" or "rgb") of an image encoder's config (older configs name only
+    the channel count)."""
     return config.get("color") or ("gray" if int(config.get("channels", 1)) == 1 else "rgb")
+
+
+def read_query_image(col: Collection, path: str | os.PathLike) -> np.ndarray:
+    """An image file as ``col``'s encoder takes it (its size and colour), for ``query --image``."""
+    from latentsearch.io.images import read_image_file
+
+    cfg = col.manifest["encoder"]["config"]
+    if col.modality != "image":
+        raise EncoderError(f"collection {col.name} holds {col.modality}; it cannot be queried by image")
+    return read_image_file(path, size=int(cfg.get("size", 28)), color=image_color(cfg))
 
 
 def build_images(
@@ -65,7 +78,7 @@ def build_images(
     from latentsearch.io.images import load_image_source
 
     source = os.fspath(source)
-    name = name or _default_name(source)
+    name = name or default_name(source)
     cls = _encoders.get(encoder)
     if cls.modality != "image":
         raise InvalidInput(f"encoder {encoder!r} is not an image encoder (use conv or dense)")
@@ -110,7 +123,7 @@ def build_text(
     from latentsearch.io.texts import load_text_source, read_texts_file
 
     source = os.fspath(source)
-    name = name or _default_name(source)
+    name = name or default_name(source)
     cls = _encoders.get("text")
     data = load_text_source(source)
     extra_texts = read_texts_file(train_extra) if train_extra else None
@@ -145,7 +158,7 @@ def encode_source(
         from latentsearch.io.images import load_image_source
 
         cfg = col.manifest["encoder"]["config"]
-        data = load_image_source(source, size=int(cfg.get("size", 28)), color=_image_color(cfg))
+        data = load_image_source(source, size=int(cfg.get("size", 28)), color=image_color(cfg))
         vecs = col.encode(data.images)
         labs = _labels_as_text(labels, len(vecs)) if labels is not None else data.labels
         return vecs, _image_records(labs, data.sources), data.images
@@ -169,7 +182,8 @@ def _text_records(data, labels) -> list[Record]:
     ]
 
 
-def _default_name(source: str) -> str:
+def default_name(source: str) -> str:
+    """A collection's name when none is given: the source's file name without its suffix."""
     stem = Path(source).name
     for suffix in (".npz", ".npy", ".txt", ".jsonl", ".csv"):
         if stem.endswith(suffix):

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import latentsearch as ls
-from latentsearch.io.images import encode_png
+from latentsearch.io.png import encode_png
 from latentsearch.cli import main
 
 

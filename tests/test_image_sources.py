@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 
 from latentsearch.errors import DimensionMismatch, InvalidInput
-from latentsearch.io.images import (
-    ImageSet,
-    conform_images,
-    encode_png,
-    load_image_source,
-    read_image_file,
-    to_uint8,
-    write_grid_png,
-)
+from latentsearch.io.images import ImageSet, conform_images, load_image_source, read_image_file
+from latentsearch.io.pixels import to_uint8
+from latentsearch.io.png import encode_png
+from latentsearch.report.pictures import write_grid_png
 
 
 # ------------------------------------------------------------------ a PNG reader for checks
@@ -284,7 +279,7 @@ def test_truncated_headers_are_skipped_not_crashing(tmp_path: Path):
 def test_jpeg_and_gif_and_bmp_headers(tmp_path: Path):
     import tensorflow as tf
 
-    from latentsearch.io.images import image_header_size
+    from latentsearch.io.png import image_header_size
 
     img = np.zeros((30, 50, 3), np.uint8)
     (tmp_path / "a.jpg").write_bytes(tf.io.encode_jpeg(img).numpy())
@@ -355,7 +350,7 @@ def write_filtered_png(samples: np.ndarray, ctype: int, filters: list[int], *, p
 def test_png_decoder_equals_tensorflow_every_colour_type_and_filter(ctype):
     import tensorflow as tf
 
-    from latentsearch.io.images import decode_png
+    from latentsearch.io.png import decode_png
 
     rng = np.random.default_rng(ctype)
     h, w = 13, 11
@@ -379,7 +374,7 @@ def test_png_decoder_equals_tensorflow_every_colour_type_and_filter(ctype):
 def test_png_decoder_reads_encode_png_and_tensorflow_pngs():
     import tensorflow as tf
 
-    from latentsearch.io.images import decode_png
+    from latentsearch.io.png import decode_png
 
     rng = np.random.default_rng(3)
     for shape in ((28, 28), (9, 7, 3)):
@@ -404,7 +399,7 @@ def test_png_decoder_reads_encode_png_and_tensorflow_pngs():
 def test_png_variants_fall_back_to_tensorflow(tmp_path: Path):
     import tensorflow as tf
 
-    from latentsearch.io.images import decode_png
+    from latentsearch.io.png import decode_png
 
     rng = np.random.default_rng(4)
     deep = rng.integers(0, 65536, (20, 20, 1), dtype=np.uint16)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from latentsearch.errors import InvalidInput
 
-__all__ = ["TextSet", "load_text_source", "read_texts_file", "NEWS_PATH", "SUFFIXES"]
+__all__ = ["TextSet", "load_text_source", "read_text", "read_texts_file", "NEWS_PATH", "SUFFIXES"]
 
 NEWS_PATH = Path(__file__).resolve().parent.parent / "data" / "news_300.txt"
 SUFFIXES = (".txt", ".jsonl", ".csv")
@@ -57,8 +57,9 @@ class TextSet:
         return len(self.texts)
 
 
-def _read_text(path: Path, shown: str) -> str:
-    """The file decoded as strict UTF-8; errors name the line."""
+def read_text(path: Path, shown: str) -> str:
+    """The file decoded as strict UTF-8 (a leading BOM dropped, NUL bytes refused); errors
+    are :class:`InvalidInput` naming the file as ``shown`` and the line."""
     if not path.exists():
         raise InvalidInput(f"no such file: {shown}")
     if path.is_dir():
@@ -82,7 +83,7 @@ def _read_text(path: Path, shown: str) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _field(value, shown: str, line: int, name: str) -> str | None:
+def _field(value: object, shown: str, line: int, name: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -168,7 +169,7 @@ def load_text_source(source: str | Path) -> TextSet:
     """Read a text SOURCE (``news``, .txt, .jsonl or .csv); see the module docstring."""
     shown = str(source)
     if shown == "news":
-        return _load_txt(_read_text(NEWS_PATH, "news"), "news")
+        return _load_txt(read_text(NEWS_PATH, "news"), "news")
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -179,7 +180,7 @@ def load_text_source(source: str | Path) -> TextSet:
         raise InvalidInput(
             f"unsupported text source {shown}: expected 'news' or a .txt, .jsonl or .csv file"
         )
-    text = _read_text(path, shown)
+    text = read_text(path, shown)
     if suffix == ".txt":
         items = _load_txt(text, shown)
     elif suffix == ".jsonl":

@@ -7,6 +7,7 @@ grid and the evaluation plot under ``<root>/demo/``.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,7 +18,11 @@ from latentsearch.errors import CollectionNotFound, CorruptCollection
 from latentsearch.report.evaluate import evaluate
 from latentsearch.types import hits_table
 
+__all__ = ["IMAGE_QUERIES", "TEXT_QUERIES", "run_demo"]
+
+#: items of the built-in mnist whose neighbours are shown
 IMAGE_QUERIES = (7, 4321)
+#: sentences the built-in news is queried with
 TEXT_QUERIES = ("bushfires near Sydney", "cricket test match at the MCG")
 
 
@@ -30,8 +35,8 @@ def _existing(name: str, root: Path, rebuild: bool) -> Collection | None:
         return None
 
 
-def _ensure(build, name: str, step: str, what: str, root: Path, rebuild: bool,
-            epochs: int | None, echo) -> Collection:
+def _ensure(build: Callable[..., Collection], name: str, step: str, what: str, root: Path,
+            rebuild: bool, epochs: int | None, echo: Callable[[str], None]) -> Collection:
     """The built-in sample ``name``, built unless it exists (or ``rebuild``)."""
     col = _existing(name, root, rebuild)
     if col is not None:
@@ -44,7 +49,7 @@ def _ensure(build, name: str, step: str, what: str, root: Path, rebuild: bool,
     return col
 
 
-def run_demo(root=None, rebuild: bool = False, epochs: int | None = None,
+def run_demo(root: str | os.PathLike | None = None, rebuild: bool = False, epochs: int | None = None,
              echo: Callable[[str], None] = print) -> dict[str, Path]:
     """Run the demo; returns the paths of the two pictures it wrote."""
     from latentsearch.pipelines import build_images, build_text
@@ -64,7 +69,7 @@ def run_demo(root=None, rebuild: bool = False, epochs: int | None = None,
     echo("[3/4] queries: the nearest items should be the same digit / the same story")
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = out_dir / "mnist_neighbours.png"
-    from latentsearch.report.grid import write_query_grid
+    from latentsearch.report.pictures import write_query_grid
 
     for item in IMAGE_QUERIES:
         item = item if item < len(mnist) else int(mnist.ids()[len(mnist) // 2])
@@ -85,7 +90,7 @@ def run_demo(root=None, rebuild: bool = False, epochs: int | None = None,
     report = evaluate(mnist, k=10, sample=1000)
     echo(report.table())
     plot = out_dir / "mnist_evaluate.png"
-    from latentsearch.report.plot import write_report_png
+    from latentsearch.report.pictures import write_report_png
 
     write_report_png(plot, report, mnist.vectors(), [h.label for h in mnist.get(mnist.ids())])
     echo(f"\npictures:\n  {grid}   (item {IMAGE_QUERIES[0]} and its 8 nearest digits)"

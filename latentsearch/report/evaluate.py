@@ -20,16 +20,22 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from latentsearch import index as _index
 from latentsearch.errors import InvalidInput
+from latentsearch.index import drop_own, exact_search, recall_at
 
-__all__ = ["Report", "evaluate", "tfidf"]
+if TYPE_CHECKING:  # annotations only
+    from latentsearch.collection import Collection
 
+__all__ = ["CURVE_K", "BANDS", "Report", "evaluate", "exact_neighbours", "label_agreement", "pca",
+           "tfidf"]
+
+#: neighbours per query behind the agreement-by-distance curve
 CURVE_K = 1000
+#: distance bands (deciles) of that curve
 BANDS = 10
 
 
@@ -75,17 +81,20 @@ class Report:
 _BASELINE_NAMES = {"chance": "chance", "raw": "raw input, exact", "pca": "PCA of raw input"}
 
 
-def _labels_of(col, ids: np.ndarray) -> np.ndarray:
+def _labels_of(col: Collection, ids: np.ndarray) -> np.ndarray:
     return np.array([hit.label for hit in col.get(ids)], dtype=object)
 
 
-def _neighbours(base: np.ndarray, queries_rows: np.ndarray, k: int, metric: str):
-    """Exact neighbours of base[queries_rows] among base, the query's own row excluded."""
-    _, rows = _index.exact_search(base, np.arange(len(base)), base[queries_rows], k + 1, metric)
-    return _index.drop_own(rows, queries_rows, k)
+def exact_neighbours(base: np.ndarray, queries_rows: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """Rows of the k exact neighbours of base[queries_rows] among base, the query's own row
+    excluded (-1 where there are fewer)."""
+    _, rows = exact_search(base, np.arange(len(base)), base[queries_rows], k + 1, metric)
+    return drop_own(rows, queries_rows, k)
 
 
-def _agreement(nbr_rows: np.ndarray, labels: np.ndarray, query_rows: np.ndarray):
+def label_agreement(
+    nbr_rows: np.ndarray, labels: np.ndarray, query_rows: np.ndarray
+) -> tuple[float, float, list[float]]:
     """(agreement, vote accuracy, agreement per rank) of neighbour rows (-1 = none)."""
     valid = nbr_rows >= 0
     same = (labels[np.maximum(nbr_rows, 0)] == labels[query_rows][:, None]).astype(bool) & valid
@@ -127,7 +136,7 @@ def tfidf(
     return out / np.where(norms == 0, 1, norms)
 
 
-def _raw_input(col) -> tuple[np.ndarray | None, str, str | None]:
+def _raw_input(col: Collection) -> tuple[np.ndarray | None, str, str | None]:
     """(raw matrix aligned with col.ids(), its metric, or None and why)."""
     if col.modality == "image":
         if "images" not in col.manifest["files"]:
@@ -142,13 +151,15 @@ def _raw_input(col) -> tuple[np.ndarray | None, str, str | None]:
     return None, "l2", "vectors made elsewhere have no raw input to compare with"
 
 
-def _pca(raw: np.ndarray, dim: int) -> np.ndarray:
+def pca(raw: np.ndarray, dim: int) -> np.ndarray:
+    """``raw`` centred and projected on its first ``dim`` principal components (fitted on
+    at most 20,000 rows), as float32."""
     centred = raw - raw.mean(0)
     _, _, vt = np.linalg.svd(centred[: min(len(centred), 20_000)], full_matrices=False)
     return np.ascontiguousarray(centred @ vt[:dim].T, dtype=np.float32)
 
 
-def evaluate(col, k: int = 10, sample: int = 1000, seed: int = 0) -> Report:
+def evaluate(col: Collection, k: int = 10, sample: int = 1000, seed: int = 0) -> Report:
     """Measure the claim on ``col``: see the module docstring."""
     if not isinstance(k, int) or k < 1:
         raise InvalidInput(f"k must be a positive integer, got {k!r}")
@@ -164,13 +175,13 @@ def evaluate(col, k: int = 10, sample: int = 1000, seed: int = 0) -> Report:
     if k_eff < k:
         notes.append(f"only {n - 1} other items: k reduced to {k_eff}")
 
-    exact_rows = _neighbours(vectors, query_rows, max(k_eff, min(CURVE_K, n - 1)), col.metric)
+    exact_rows = exact_neighbours(vectors, query_rows, max(k_eff, min(CURVE_K, n - 1)), col.metric)
     found_ids = np.full((len(query_rows), k_eff), -1, dtype=np.int64)
     for r, hits in enumerate(col.search_batch(vectors[query_rows], k=k_eff + 1)):
         row = [h.id for h in hits if h.id != ids[query_rows[r]]][:k_eff]
         found_ids[r, : len(row)] = row
     exact_ids = np.where(exact_rows[:, :k_eff] >= 0, ids[np.maximum(exact_rows[:, :k_eff], 0)], -1)
-    recall = _index.recall_at(found_ids, exact_ids)
+    recall = recall_at(found_ids, exact_ids)
 
     labels = _labels_of(col, ids)
     if all(lab is None for lab in labels):
@@ -181,7 +192,7 @@ def evaluate(col, k: int = 10, sample: int = 1000, seed: int = 0) -> Report:
         notes.append(f"{int((~has).sum())} unlabelled items count as a label of their own")
     labels = np.array(["\0none" if lab is None else lab for lab in labels], dtype=object)
 
-    agreement, vote, by_rank = _agreement(exact_rows[:, :k_eff], labels, query_rows)
+    agreement, vote, by_rank = label_agreement(exact_rows[:, :k_eff], labels, query_rows)
     freq = np.array(list(Counter(labels.tolist()).values()), dtype=float) / n
     baselines = {"chance": {"agreement": round(float((freq ** 2).sum()), 4),
                             "vote_accuracy": round(float(freq.max()), 4)}}
@@ -189,10 +200,12 @@ def evaluate(col, k: int = 10, sample: int = 1000, seed: int = 0) -> Report:
     if raw is None:
         notes.append(f"no raw or PCA baseline: {why}")
     else:
-        a, v, _ = _agreement(_neighbours(raw, query_rows, k_eff, raw_metric), labels, query_rows)
+        nbrs = exact_neighbours(raw, query_rows, k_eff, raw_metric)
+        a, v, _ = label_agreement(nbrs, labels, query_rows)
         baselines["raw"] = {"agreement": round(a, 4), "vote_accuracy": round(v, 4)}
-        reduced = _pca(raw, col.dim)
-        a, v, _ = _agreement(_neighbours(reduced, query_rows, k_eff, "l2"), labels, query_rows)
+        reduced = pca(raw, col.dim)
+        nbrs = exact_neighbours(reduced, query_rows, k_eff, "l2")
+        a, v, _ = label_agreement(nbrs, labels, query_rows)
         baselines["pca"] = {"agreement": round(a, 4), "vote_accuracy": round(v, 4)}
 
     bands = _by_distance(vectors, exact_rows, query_rows, labels, col.metric)
@@ -202,7 +215,9 @@ def evaluate(col, k: int = 10, sample: int = 1000, seed: int = 0) -> Report:
     )
 
 
-def _by_distance(vectors, nbr_rows, query_rows, labels, metric) -> list[dict[str, float]]:
+def _by_distance(vectors: np.ndarray, nbr_rows: np.ndarray, query_rows: np.ndarray,
+                 labels: np.ndarray, metric: str) -> list[dict[str, float]]:
+    """Agreement in each of ``BANDS`` equal-count bands of neighbour distance, nearest first."""
     valid = nbr_rows >= 0
     q_idx = np.repeat(query_rows, nbr_rows.shape[1]).reshape(nbr_rows.shape)[valid]
     n_idx = nbr_rows[valid]

@@ -1,0 +1,2 @@
+"""What latentsearch shows about a collection: the claim measured (``evaluate``), the
+pictures of ``query --grid`` and ``evaluate --plot`` (``pictures``), and ``demo``."""
