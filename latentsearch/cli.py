@@ -82,7 +82,9 @@ def build() -> None:
 @click.option("--metric", type=click.Choice(METRICS), default="l2", show_default=True)
 @OVERWRITE
 @QUIET
-def build_vectors_cmd(file, labels, name, root, index_spec, recall, metric, overwrite, quiet) -> None:
+def build_vectors_cmd(file: str, labels: str | None, name: str | None, root: str | None,
+                      index_spec: str, recall: float, metric: str, overwrite: bool,
+                      quiet: bool) -> None:
     """Index vectors made elsewhere: an (n, dim) float array in a .npy file.
 
     \b
@@ -117,8 +119,10 @@ def build_vectors_cmd(file, labels, name, root, index_spec, recall, metric, over
 @click.option("--seed", type=int, default=0, show_default=True)
 @OVERWRITE
 @QUIET
-def build_images_cmd(source, name, root, encoder, latent_dim, size, color, epochs, index_spec,
-                     recall, metric, seed, overwrite, quiet) -> None:
+def build_images_cmd(source: str, name: str | None, root: str | None, encoder: str,
+                     latent_dim: int, size: int, color: str, epochs: int | None, index_spec: str,
+                     recall: float, metric: str | None, seed: int, overwrite: bool,
+                     quiet: bool) -> None:
     """Train an image autoencoder on SOURCE and index the latents.
 
     SOURCE: mnist (built-in 5,000 digits), mnist-full (needs the internet), a folder of
@@ -155,8 +159,9 @@ def build_images_cmd(source, name, root, encoder, latent_dim, size, color, epoch
 @click.option("--seed", type=int, default=0, show_default=True)
 @OVERWRITE
 @QUIET
-def build_text_cmd(source, name, root, dim, epochs, train_extra, prior, index_spec, recall, metric,
-                   seed, overwrite, quiet) -> None:
+def build_text_cmd(source: str, name: str | None, root: str | None, dim: int | None,
+                   epochs: int | None, train_extra: str | None, prior: str, index_spec: str,
+                   recall: float, metric: str, seed: int, overwrite: bool, quiet: bool) -> None:
     """Train word embeddings on SOURCE and index pooled sentence vectors.
 
     SOURCE: news (built-in 300 articles), a .txt file (one item a line), or a .jsonl/.csv
@@ -207,7 +212,9 @@ def _parse_where(pairs: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--recall", "recall", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="recall@10 wanted: a point of the curve tuned at build time (no rebuild).")
 @click.option("--exact", is_flag=True, help="Brute force over the stored vectors.")
-def query(name, root, item_id, image, text, vector, k, where, as_json, grid, recall, exact) -> None:
+def query(name: str, root: str | None, item_id: int | None, image: str | None, text: str | None,
+          vector: str | None, k: int, where: tuple[str, ...], as_json: bool, grid: str | None,
+          recall: float | None, exact: bool) -> None:
     """Find the nearest items to a stored item, an image, a sentence or a vector.
 
     \b
@@ -266,7 +273,8 @@ def query(name, root, item_id, image, text, vector, k, where, as_json, grid, rec
 @click.option("--labels", type=click.Path(dir_okay=False), help="Labels for the new items.")
 @WAIT
 @QUIET
-def add(name, source, root, labels, wait, quiet) -> None:
+def add(name: str, source: str, root: str | None, labels: str | None, wait: float,
+        quiet: bool) -> None:
     """Encode SOURCE with the stored encoder and append it; ids continue from the last.
 
     \b
@@ -284,7 +292,7 @@ def add(name, source, root, labels, wait, quiet) -> None:
 @click.option("--id", "ids", type=int, multiple=True, required=True, help="Id to remove (repeat).")
 @ROOT
 @WAIT
-def remove(name, ids, root, wait) -> None:
+def remove(name: str, ids: tuple[int, ...], root: str | None, wait: float) -> None:
     """Remove items by id; removed ids are never reused.
 
     The index keeps the removed items (hidden from every answer) until a compaction
@@ -304,7 +312,7 @@ def remove(name, ids, root, wait) -> None:
 @ROOT
 @WAIT
 @QUIET
-def compact(name, root, wait, quiet) -> None:
+def compact(name: str, root: str | None, wait: float, quiet: bool) -> None:
     """Fold recent adds into the main index and purge removed items from it.
 
     Adds are appended as small delta segments searched exactly beside the index, and
@@ -330,7 +338,7 @@ def compact(name, root, wait, quiet) -> None:
 @click.argument("name")
 @ROOT
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def info(name, root, as_json) -> None:
+def info(name: str, root: str | None, as_json: bool) -> None:
     """Show what a collection holds: size, dimension, metric, index, encoder.
 
     \b
@@ -378,7 +386,7 @@ def _index_lines(entry: dict[str, Any]) -> list[str]:
 @main.command("list")
 @ROOT
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def list_cmd(root, as_json) -> None:
+def list_cmd(root: str | None, as_json: bool) -> None:
     """List the collections under the root.
 
     \b
@@ -412,7 +420,8 @@ def list_cmd(root, as_json) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the latent map and curve as a PNG.")
-def evaluate(name, root, k, sample, seed, as_json, plot) -> None:
+def evaluate(name: str, root: str | None, k: int, sample: int, seed: int, as_json: bool,
+             plot: str | None) -> None:
     """Measure whether closer vectors mean same-label items, beside baselines.
 
     \b
@@ -439,7 +448,7 @@ def evaluate(name, root, k, sample, seed, as_json, plot) -> None:
 @click.option("--rebuild", is_flag=True, help="Rebuild the sample collections even if they exist.")
 @click.option("--epochs", type=click.IntRange(1, 10_000), default=None, envvar="LATENTSEARCH_DEMO_EPOCHS",
               help="Training epochs for both encoders (default: theirs). For a quick look: 2.")
-def demo(root, rebuild, epochs) -> None:
+def demo(root: str | None, rebuild: bool, epochs: int | None) -> None:
     """Build the two built-in samples, query them, and show the claim with numbers and pictures.
 
     \b

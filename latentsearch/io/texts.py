@@ -32,7 +32,9 @@ from latentsearch.errors import InvalidInput
 
 __all__ = ["TextSet", "load_text_source", "read_text", "read_texts_file", "NEWS_PATH", "SUFFIXES"]
 
+#: the built-in sample ``news``
 NEWS_PATH = Path(__file__).resolve().parent.parent / "data" / "news_300.txt"
+#: file endings read as text sources
 SUFFIXES = (".txt", ".jsonl", ".csv")
 
 

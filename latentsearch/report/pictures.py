@@ -250,11 +250,12 @@ _PLOT_SCALE = 2
 _LINE = 9 * _PLOT_SCALE
 
 
-def _dot(canvas: np.ndarray, x: int, y: int, color, r: int = 2) -> None:
+def _dot(canvas: np.ndarray, x: int, y: int, color: np.ndarray, r: int = 2) -> None:
     canvas[max(0, y - r): y + r + 1, max(0, x - r): x + r + 1] = color
 
 
-def _frame(canvas, x0, y0, x1, y1, color=(90, 90, 90)) -> None:
+def _frame(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int,
+           color: tuple[int, int, int] = (90, 90, 90)) -> None:
     canvas[y0, x0:x1 + 1] = color
     canvas[y1, x0:x1 + 1] = color
     canvas[y0:y1 + 1, x0] = color
