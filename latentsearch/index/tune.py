@@ -29,9 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from latentsearch import index as _index
+from latentsearch.index.backends import apply, imbalance, knob
+from latentsearch.index.building import add, build
+from latentsearch.index.exact import best_of, exact_scores, exact_search, recall_at
+from latentsearch.index.searching import distances_per_query, search
+from latentsearch.index.specs import (AUTO_FLAT_BELOW, IndexPlan, fs_subquantizers, index_bytes,
+                                      memory_budget, plan)
 
-__all__ = ["DEFAULT_RECALL", "build_tuned", "choose", "pick", "holdout_rows"]
+__all__ = ["DEFAULT_RECALL", "build_tuned", "complete", "choose", "pick", "holdout_rows"]
 
 DEFAULT_RECALL = 0.95
 K = 10  # the curve is recall@10
@@ -54,7 +59,7 @@ def _truth(vectors, ids, rows, metric) -> np.ndarray:
     """Exact top-K ids of the held-out rows among the other rows."""
     held = np.asarray(ids)[rows]
     wide = K + 1 + min(len(rows), 3 * K)
-    _, found = _index.exact_search(vectors, ids, np.ascontiguousarray(vectors[rows]), wide, metric)
+    _, found = exact_search(vectors, ids, np.ascontiguousarray(vectors[rows]), wide, metric)
     out = np.full((len(rows), K), -1, np.int64)
     for q, row in enumerate(found):
         row = row[(row >= 0) & ~np.isin(row, held)][:K]
@@ -66,7 +71,7 @@ def _sweep(index, queries, truth, params, vectors_of, metric, target, *,
            after: int | None = None, stop_at: float = STOP_AT) -> list[dict[str, Any]]:
     """Recall@K at each knob value (ascending, past ``after``), with the re-rank depth chosen
     per value, until ``stop_at`` is reached or recall stops growing past the target."""
-    knob, steps = _index.knob(index)
+    name, steps = knob(index)
     if after is not None:
         steps = [v for v in steps if v > after]
         if not steps:
@@ -75,22 +80,22 @@ def _sweep(index, queries, truth, params, vectors_of, metric, target, *,
     curve: list[dict[str, Any]] = []
     for value in steps or [None]:
         p = {k: v for k, v in params.items() if k != "tuned_recall"}
-        if knob:
-            p[knob] = int(value)
+        if name:
+            p[name] = int(value)
         if lossy:
             p["rerank"] = 1
-            _, cand = _index.search(index, queries, K * RERANKS[-1], p, typed=True)
-            scores = _index.exact_scores(queries, cand, vectors_of, metric)
+            _, cand = search(index, queries, K * RERANKS[-1], p, typed=True)
+            scores = exact_scores(queries, cand, vectors_of, metric)
             by_depth = []
             for r in RERANKS:  # the first K*r candidates are what a search for K*r returns
-                _, got = _index.best_of(scores[:, : K * r], cand[:, : K * r], K, metric)
-                by_depth.append((r, _index.recall_at(got, truth)))
+                _, got = best_of(scores[:, : K * r], cand[:, : K * r], K, metric)
+                by_depth.append((r, recall_at(got, truth)))
             top = max(rec for _, rec in by_depth)
             depth, recall = next((r, rec) for r, rec in by_depth if rec >= top - 0.002)
             p["rerank"] = depth
         else:
-            _, got = _index.search(index, queries, K, p, typed=True)
-            recall = _index.recall_at(got, truth)
+            _, got = search(index, queries, K, p, typed=True)
+            recall = recall_at(got, truth)
         curve.append({"params": p, "recall": round(float(recall), 4)})
         if recall >= stop_at:
             break
@@ -112,12 +117,12 @@ def _time(index, queries, params, vectors_of, metric, reps: int = 3) -> float:
     best = np.inf
     for _ in range(reps):
         t0 = time.perf_counter()
-        _index.search(index, queries, K, params, vectors_of=vectors_of, metric=metric, typed=True)
+        search(index, queries, K, params, vectors_of=vectors_of, metric=metric, typed=True)
         best = min(best, time.perf_counter() - t0)
     return float(len(queries) / best)
 
 
-def build_tuned(plan: _index.IndexPlan, vectors: np.ndarray, ids: np.ndarray, metric: str,
+def build_tuned(plan: IndexPlan, vectors: np.ndarray, ids: np.ndarray, metric: str,
                 target: float = DEFAULT_RECALL, *, seed: int = 0, timed: bool = False,
                 truth: np.ndarray | None = None, finish: bool = True):
     """Build ``plan``'s index, tune it on held-out rows, then add those rows.
@@ -130,12 +135,12 @@ def build_tuned(plan: _index.IndexPlan, vectors: np.ndarray, ids: np.ndarray, me
     """
     n, dim = vectors.shape
     rows = holdout_rows(n, seed)
-    index = _index.build(plan.factory, dim, metric, vectors, ids, skip=rows)
+    index = build(plan.factory, dim, metric, vectors, ids, skip=rows)
     entry: dict[str, Any] = {"spec": plan.spec, "factory": plan.factory,
                              "target_recall": float(target)}
     params = dict(plan.params)
     vectors_of = _rows_of(vectors, ids)
-    if len(rows) and (_index.knob(index)[0] or "rerank" in params):
+    if len(rows) and (knob(index)[0] or "rerank" in params):
         queries = np.ascontiguousarray(vectors[rows])
         truth = _truth(vectors, ids, rows, metric) if truth is None else truth
         curve = _sweep(index, queries, truth, params, vectors_of, metric, target,
@@ -146,7 +151,7 @@ def build_tuned(plan: _index.IndexPlan, vectors: np.ndarray, ids: np.ndarray, me
         if timed:
             entry["qps_at_target"] = round(_time(index, queries, point["params"], vectors_of,
                                                  metric))
-            entry["distances"] = round(_index.distances_per_query(index, queries, point["params"], K), 1)
+            entry["distances"] = round(distances_per_query(index, queries, point["params"], K), 1)
     elif len(rows) and timed:  # exact: recall 1.0 by construction
         queries = np.ascontiguousarray(vectors[rows])
         entry["qps_at_target"] = round(_time(index, queries, params, vectors_of, metric))
@@ -165,20 +170,20 @@ def complete(index, entry: dict[str, Any], vectors, ids, metric: str,
     """Finish a candidate built with ``finish=False``: the rest of its curve (up to
     ``STOP_AT``, for query-time ``recall=``), then the held-out rows go into the index."""
     rows = holdout_rows(len(vectors), seed)
-    knob, _ = _index.knob(index)
+    name, _ = knob(index)
     curve = entry.get("curve")
-    if extend and curve and knob and curve[-1]["recall"] < STOP_AT:
+    if extend and curve and name and curve[-1]["recall"] < STOP_AT:
         queries = np.ascontiguousarray(vectors[rows])
         truth = _truth(vectors, ids, rows, metric) if truth is None else truth
-        base = {k: v for k, v in curve[-1]["params"].items() if k != knob}
+        base = {k: v for k, v in curve[-1]["params"].items() if k != name}
         curve += _sweep(index, queries, truth, base, _rows_of(vectors, ids), metric,
-                        entry["target_recall"], after=curve[-1]["params"][knob])
+                        entry["target_recall"], after=curve[-1]["params"][name])
     if len(rows):
-        _index.add(index, vectors[rows], np.asarray(ids)[rows])
-    balance = _index.imbalance(index)
+        add(index, vectors[rows], np.asarray(ids)[rows])
+    balance = imbalance(index)
     if balance is not None:
         entry["imbalance"] = balance
-    _index.apply(index, entry["params"])
+    apply(index, entry["params"])
     return index, entry
 
 
@@ -202,33 +207,33 @@ def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DE
     """What ``auto`` measured for these vectors, and the winner's (index, manifest entry),
     built over every vector."""
     n, dim = vectors.shape
-    if n < _index.AUTO_FLAT_BELOW:
-        why = f"exact search below {_index.AUTO_FLAT_BELOW:,} vectors"
+    if n < AUTO_FLAT_BELOW:
+        why = f"exact search below {AUTO_FLAT_BELOW:,} vectors"
         return {"chosen": "flat", "why": why}, build_tuned(
-            _index.plan("flat", n, dim), vectors, ids, metric, target, seed=seed)
-    budget = _index.memory_budget()
+            plan("flat", n, dim), vectors, ids, metric, target, seed=seed)
+    budget = memory_budget()
     specs, left_out = [], {}
     for spec in CANDIDATES:
-        if spec == "ivffs" and not _index.fs_subquantizers(dim):
+        if spec == "ivffs" and not fs_subquantizers(dim):
             left_out[spec] = f"no fast-scan layout for dimension {dim}"
         elif spec == "hnsw" and n > HNSW_BUILD_LIMIT:
             left_out[spec] = f"not built above {HNSW_BUILD_LIMIT:,} vectors (build time)"
-        elif _index.index_bytes(spec, n, dim) > budget:
+        elif index_bytes(spec, n, dim) > budget:
             left_out[spec] = f"over the memory budget of {budget:,} bytes"
         else:
             specs.append(spec)
     if not specs:
         return {"chosen": "ivfpq", "left_out": left_out}, build_tuned(
-            _index.plan("ivfpq", n, dim), vectors, ids, metric, target, seed=seed)
+            plan("ivfpq", n, dim), vectors, ids, metric, target, seed=seed)
     rows = holdout_rows(n, seed)
     truth = _truth(vectors, ids, rows, metric) if len(rows) else None  # shared by all
     built, candidates = {}, []
     for spec in specs:
-        plan = _index.plan(spec, n, dim)
+        planned = plan(spec, n, dim)
         t0 = time.perf_counter()
-        index, entry = build_tuned(plan, vectors, ids, metric, target, seed=seed, timed=True,
+        index, entry = build_tuned(planned, vectors, ids, metric, target, seed=seed, timed=True,
                                    truth=truth, finish=False)
-        candidates.append({"spec": spec, "factory": plan.factory,
+        candidates.append({"spec": spec, "factory": planned.factory,
                            "recall": entry["params"].get("tuned_recall", 1.0),
                            "qps": entry.get("qps_at_target", 0),
                            "distances_per_query": entry.get("distances", 0.0),
