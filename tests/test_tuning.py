@@ -12,6 +12,7 @@ import pytest
 import latentsearch as ls
 from latentsearch import index as _index
 from latentsearch.index import tune as _tuning
+from latentsearch.storage.manifest import MANIFEST, write_manifest
 
 N, K = 20_000, 10
 
@@ -136,7 +137,9 @@ def test_collection_without_a_curve_refuses_recall_but_searches(hard, root):
     col = ls.build_vectors(x[:12_000], name="t", index="ivf")
     manifest = col.manifest
     entry = {k: v for k, v in manifest["index"].items() if k not in ("curve", "holdout")}
-    col.manifest = dict(manifest, index=entry)  # what a collection of the older format holds
+    # what a collection of the older format holds
+    write_manifest(col.path / MANIFEST, dict(manifest, index=entry))
+    col = ls.open("t")
     assert len(col.search(q[0], k=5)) == 5
     with pytest.raises(ls.InvalidInput, match="no tuned recall curve"):
         col.search(q[0], k=5, recall=0.9)
