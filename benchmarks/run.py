@@ -271,7 +271,7 @@ def breakdown(col, raw, Q, nq: int) -> dict:
         q = Q[i]
         t0 = pc(); col.search(q, k=K); t1 = pc()
         v = col._query_vectors(q, batch=False); t2 = pc()
-        _index._search_params(col._index, params, None); t3 = pc()
+        _index.search_params(col._index, params, None); t3 = pc()
         D, I = _index.search(col._index, v, K, params, vectors_of=col._main_vectors, metric=col.metric)
         t4 = pc()
         raw.search(Q[i : i + 1], K); t5 = pc()
