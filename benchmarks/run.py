@@ -261,6 +261,7 @@ def single_latency(col, raw, Q, n_single: int, budget_s: float = 15.0) -> tuple[
 def breakdown(col, raw, Q, nq: int) -> dict:
     """Median microseconds of each step of ``Collection.search`` for one query (private API)."""
     from latentsearch import index as _index
+    from latentsearch.collection.reader import distances
     from latentsearch.types import Hit
 
     params = col.manifest["index"].get("params", {})
@@ -271,15 +272,14 @@ def breakdown(col, raw, Q, nq: int) -> dict:
         q = Q[i]
         t0 = pc(); col.search(q, k=K); t1 = pc()
         v = col._query_vectors(q, batch=False); t2 = pc()
-        _index.search_params(col._index, params, None); t3 = pc()
-        D, I = _index.search(col._index, v, K, params, vectors_of=col._main_vectors, metric=col.metric)
+        snap = col.snapshot
+        _index.search_params(snap.main.index, params, None); t3 = pc()
+        D, I = _index.search(snap.main.index, v, K, params, vectors_of=snap.main.vectors_of,
+                             metric=col.metric)
         t4 = pc()
         raw.search(Q[i : i + 1], K); t5 = pc()
-        recs = col._fetch(sorted({int(j) for j in I[0] if j >= 0})); t6 = pc()
-        if hasattr(col, "_distances"):  # the library's own conversion, whichever version it is
-            dists = col._distances(D)[0].tolist()
-        else:
-            dists = [col._distance(d) for d in D[0]]
+        recs = snap.records(sorted({int(j) for j in I[0] if j >= 0})); t6 = pc()
+        dists = distances(D, col.metric)[0].tolist()
         hits = [Hit(j, d, *recs[j]) for d, j in zip(dists, I[0].tolist()) if j >= 0]
         t7 = pc()
         assert len(hits) <= K
@@ -499,7 +499,7 @@ def add_vs_rebuild(ls, n, x, col, extra, Q, root: Path) -> dict:
     Adds go to delta segments (written in proportion to the batch) until they would pass
     DELTA_LIMIT; that add compacts (rewrites the main files). Search speed is measured with
     10,000 items in deltas and again after the compaction."""
-    from latentsearch import collection as _collection
+    from latentsearch.collection import writer as _collection
 
     out: dict = {"n": n, "spec": col.manifest["index"]["spec"], "factory": col.manifest["index"]["factory"],
                  "delta_limit": _collection.DELTA_LIMIT}
@@ -839,7 +839,7 @@ def render(R: dict) -> str:
         w("### Where one `col.search` goes (median µs per query, 1 OpenMP thread, private steps timed separately)\n")
         keys = ["total", "query_vectors", "search_params", "index_search", "raw_search", "fetch_records", "hits"]
         w(table(["n", "spec"] + ["col.search total", "_query_vectors", "building a typed SearchParameters (since b828266 only under a filter)",
-                                 "_index.search (incl. re-rank)", "raw index.search", "_fetch (sqlite)",
+                                 "_index.search (incl. re-rank)", "raw index.search", "snapshot.records (sqlite)",
                                  "Hit objects"],
                 [[n_fmt(r["n"]), r["spec"]] + [_f(r["breakdown"][k], "{:,.1f}") for k in keys] for r in bds]))
         w("")

@@ -282,7 +282,9 @@ def add(name: str, source: str, root: str | None, labels: str | None, wait: floa
       latentsearch add emb more.npy --labels more_labels.txt
     """
     col = ls.open(name, root)
-    ids = col.add_source(source, labels, wait=wait, quiet=quiet)
+    from latentsearch.pipelines import add_source
+
+    ids = add_source(col, source, labels, wait=wait, quiet=quiet)
     span = f"ids {ids[0]}..{ids[-1]}" if len(ids) else "nothing"
     click.echo(f"added {len(ids)} items to {col.name} ({span}); now {len(col)} items")
 

@@ -1,9 +1,10 @@
 """From a user's source (a built-in sample, a file or a folder) to a collection.
 
 ``build_images`` and ``build_text`` load a source, train the encoder on it, encode every
-item and hand vectors plus records to ``_collection.create``. ``encode_source`` does the same
-for ``add NAME SOURCE`` with the collection's stored encoder. TensorFlow is imported by the
-encoder modules only, when they train or encode.
+item and hand vectors plus records to ``latentsearch.collection.create``.
+``encode_source`` and ``add_source`` do the same for ``add NAME SOURCE`` with the
+collection's stored encoder. TensorFlow is imported by the encoder modules only, when they
+train or encode.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from latentsearch import encoders as _encoders
-from latentsearch.collection import Collection, Record, _labels_as_text, create, load_npy
-from latentsearch.types import label_text
-from latentsearch.collection import _progress as _say
+from latentsearch.collection.build import create
+from latentsearch.collection.collection import Collection
+from latentsearch.io.arrays import load_npy
+from latentsearch.progress import say as _say
+from latentsearch.types import Record, label_text, labels_as_text
 from latentsearch.errors import EncoderError, InvalidInput
 from latentsearch.encoders.tf import import_tensorflow
 
-__all__ = ["build_images", "build_text", "encode_source", "load_labels",
+__all__ = ["build_images", "build_text", "encode_source", "add_source", "load_labels",
            "default_name", "image_color", "read_query_image"]
 
 
@@ -153,21 +156,30 @@ def encode_source(
     if col.modality == "vectors":
         vecs = load_npy(Path(source))
         n = len(vecs)
-        return vecs, [(lab, None, None, None) for lab in _labels_as_text(labels, n)], None
+        return vecs, [(lab, None, None, None) for lab in labels_as_text(labels, n)], None
     if col.modality == "image":
         from latentsearch.io.images import load_image_source
 
         cfg = col.manifest["encoder"]["config"]
         data = load_image_source(source, size=int(cfg.get("size", 28)), color=image_color(cfg))
         vecs = col.encode(data.images)
-        labs = _labels_as_text(labels, len(vecs)) if labels is not None else data.labels
+        labs = labels_as_text(labels, len(vecs)) if labels is not None else data.labels
         return vecs, _image_records(labs, data.sources), data.images
     from latentsearch.io.texts import load_text_source
 
     data = load_text_source(source)
     vecs = col.encode(data.texts)
-    labs = _labels_as_text(labels, len(vecs)) if labels is not None else data.labels
+    labs = labels_as_text(labels, len(vecs)) if labels is not None else data.labels
     return vecs, _text_records(data, labs), None
+
+
+def add_source(col: Collection, source: str | os.PathLike,
+               labels: Sequence[Any] | str | None = None, *, wait: float = 0.0,
+               quiet: bool = True) -> np.ndarray:
+    """Load ``source`` the way ``build`` does for ``col``'s modality and append its items
+    (``latentsearch add NAME SOURCE``); returns their new ids."""
+    vecs, records, images = encode_source(col, source, labels)
+    return col.add_vectors(vecs, records, images=images, wait=wait, quiet=quiet)
 
 
 def _image_records(labels, sources) -> list[Record]:

@@ -1,11 +1,19 @@
-"""Search results as small frozen records."""
+"""What the engine hands back and takes in: search hits, record fields, label text."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
+
+from latentsearch.errors import InvalidInput
+
+__all__ = ["Hit", "Record", "hits_table", "label_text", "labels_as_text"]
+
+# The stored fields of one item, beside its vector: label, source file, text, extra (a dict
+# stored as JSON). Labels are text.
+Record = tuple[str | None, str | None, str | None, dict | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +57,13 @@ def label_text(value: Any) -> str:
     if isinstance(value, (np.floating, float)) and float(value).is_integer():
         return str(int(value))
     return str(value.item() if hasattr(value, "item") else value)
+
+
+def labels_as_text(labels: Iterable[Any] | None, n: int) -> list[str | None]:
+    """``n`` labels as stored (see :func:`label_text`); None when there are none."""
+    if labels is None:
+        return [None] * n
+    labels = list(labels)
+    if len(labels) != n:
+        raise InvalidInput(f"got {len(labels)} labels for {n} items")
+    return [None if lab is None else label_text(lab) for lab in labels]

@@ -152,7 +152,7 @@ def test_killed_writes_with_delta_segments_leave_before_or_after(tmp_path, array
         assert col.info["removed_pending"] == 1
 
     code = """
-        from latentsearch import collection as _collection
+        from latentsearch.collection import writer as _collection
         _collection.DELTA_LIMIT, _collection.MAX_DELTAS = 50, 2
         col = ls.open("c", {root!r})
         """ + operation

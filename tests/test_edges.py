@@ -260,7 +260,7 @@ def test_exact_search_in_chunks_equals_one_pass():
 
 
 def test_build_from_a_memory_mapped_file_in_batches(root, tmp_path, monkeypatch):
-    from latentsearch import collection as _collection
+    from latentsearch.collection import build as _collection
 
     monkeypatch.setattr(_collection, "BATCH", 128)
     x, labels = clustered(1000, dim=8)
@@ -302,6 +302,6 @@ def test_ivfpq_opens_without_the_precomputed_table(root):
 
     x, _ = clustered(12_000)
     col = ls.build_vectors(x, name="pq", index="ivfpq")
-    ivf = faiss.downcast_index(faiss.extract_index_ivf(col._index))
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(col.snapshot.main.index))
     assert isinstance(ivf, faiss.IndexIVFPQ) and ivf.precomputed_table.size() == 0
     assert col.search(x[5], k=1)[0].id == 5

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
+from latentsearch.pipelines import add_source
 from latentsearch.storage.files import sha256_file
 
 
@@ -91,7 +92,7 @@ def test_bad_add_changes_nothing_on_disk(root, tmp_path):
     before = snapshot(col.path)
     bad = tmp_path / "bad.npy"
     np.save(bad, np.array([[1.0, np.nan, 0, 0]], np.float32))
-    for call in (lambda: col.add_source(str(bad)), lambda: col.add(np.ones((2, 3))),
+    for call in (lambda: add_source(col, str(bad)), lambda: col.add(np.ones((2, 3))),
                  lambda: col.add(np.ones((2, 4)), labels=["x"]), lambda: col.remove([99])):
         with pytest.raises(ls.LatentSearchError):
             call()

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import latentsearch as ls
-from latentsearch import collection as _collection
+from latentsearch.collection import writer as _collection
 
 DIM = 4
 vectors = st.lists(

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import latentsearch as ls
-from latentsearch import collection as _collection
+from latentsearch.collection import build, writer
 from latentsearch.cli import main
 from conftest import clustered
 
@@ -91,7 +91,7 @@ def test_remove_from_the_main_segment_lists_the_ids_until_compaction(root, spec)
     assert {k: files_of(col)[k] for k in ("vectors", "index", "records")} == {
         k: main_files[k] for k in ("vectors", "index", "records")}
     assert col.info["removed_pending"] == 2 and col.info["deltas"]["items"] == 199
-    assert col._index.ntotal == 2_000 and len(col) == 2_197
+    assert col.snapshot.main.index.ntotal == 2_000 and len(col) == 2_197
     keep = ~np.isin(np.arange(2_200), [3, 17, 2_003])
     live_x, live_ids = x[:2_200][keep], np.arange(2_200)[keep]
     assert col.ids().tolist() == live_ids.tolist()
@@ -109,24 +109,24 @@ def test_remove_from_the_main_segment_lists_the_ids_until_compaction(root, spec)
     assert again.ids().tolist() == live_ids.tolist() and again.manifest["format_version"] == 2
     # compaction purges them from the index and files
     again.compact()
-    assert again.info["removed_pending"] == 0 and again._index.ntotal == 2_197
+    assert again.info["removed_pending"] == 0 and again.snapshot.main.index.ntotal == 2_197
     assert "removed" not in again.manifest["files"] and again.manifest["format_version"] == 1
     assert [[h.id for h in hits] for hits in again.search_batch(q, k=1)] == got
 
 
 def test_removing_past_the_limit_compacts(root, monkeypatch):
-    monkeypatch.setattr(_collection, "REMOVED_LIMIT", 5)
+    monkeypatch.setattr(writer, "REMOVED_LIMIT", 5)
     x, _ = clustered(2_000, seed=7)
     col = ls.build_vectors(x, name="p", index="ivf")
     col.remove([1, 2, 3])
-    assert col.info["removed_pending"] == 3 and col._index.ntotal == 2_000
+    assert col.info["removed_pending"] == 3 and col.snapshot.main.index.ntotal == 2_000
     col.remove([4, 5, 6])  # 6 listed > 5: compaction
-    assert col.info["removed_pending"] == 0 and col._index.ntotal == 1_994
+    assert col.info["removed_pending"] == 0 and col.snapshot.main.index.ntotal == 1_994
     assert len(col) == 1_994 and col.search(x[4], k=1)[0].id != 4
 
 
 def test_too_many_segments_merge_into_one(root, monkeypatch):
-    monkeypatch.setattr(_collection, "MAX_DELTAS", 3)
+    monkeypatch.setattr(writer, "MAX_DELTAS", 3)
     x, labels = clustered(600, seed=4)
     col = ls.build_vectors(x[:500], labels[:500], name="m", index="flat")
     for start in range(500, 600, 20):
@@ -142,21 +142,21 @@ def test_too_many_segments_merge_into_one(root, monkeypatch):
 
 
 def test_deltas_past_the_limit_are_folded_into_the_index(root, monkeypatch):
-    monkeypatch.setattr(_collection, "DELTA_LIMIT", 150)
+    monkeypatch.setattr(writer, "DELTA_LIMIT", 150)
     x, _ = clustered(2_400, seed=5)
     col = ls.build_vectors(x[:2_000], name="l", index="ivf")
     col.add(x[2_000:2_100])
-    assert col.info["deltas"]["items"] == 100 and col._index.ntotal == 2_000
+    assert col.info["deltas"]["items"] == 100 and col.snapshot.main.index.ntotal == 2_000
     col.add(x[2_100:2_200])  # 200 > 150: compaction
-    assert col.info["deltas"]["items"] == 0 and col._index.ntotal == 2_200
+    assert col.info["deltas"]["items"] == 0 and col.snapshot.main.index.ntotal == 2_200
     assert col.manifest["index"]["factory"].startswith("IVF")
     col.add(x[2_200:2_400])  # one batch past the limit goes straight to the index
-    assert col.info["deltas"]["items"] == 0 and col._index.ntotal == 2_400
+    assert col.info["deltas"]["items"] == 0 and col.snapshot.main.index.ntotal == 2_400
     assert col.search(x[2_333], k=1)[0].id == 2_333
 
 
 def test_auto_outgrowing_flat_compacts_into_ivf(root, monkeypatch):
-    monkeypatch.setattr(_collection, "DELTA_LIMIT", 100_000)
+    monkeypatch.setattr(writer, "DELTA_LIMIT", 100_000)
     x, _ = clustered(10_200, seed=6)
     col = ls.build_vectors(x[:9_000], name="a")
     assert col.manifest["index"]["factory"] == "Flat"
@@ -237,7 +237,7 @@ def test_add_vectors_refuses_images_that_do_not_match(root):
 
     x, _ = clustered(30, dim=4)
     pixels = np.arange(30 * 2 * 2, dtype=np.uint8).reshape(30, 2, 2, 1)
-    col = _collection.create("im", encoder=VectorEncoder(4), vectors=x,
+    col = build.create("im", encoder=VectorEncoder(4), vectors=x,
                              records=[(None, None, None, None)] * 30, images=pixels)
     before = files_of(col)
     for bad in (pixels[:2].astype(np.float32), np.zeros((2, 3, 3, 1), np.uint8), None):
@@ -255,7 +255,7 @@ def test_short_exact_fallback_skips_removed_ids(root):
     x, labels = clustered(3_000, seed=9)
     col = ls.build_vectors(x, labels, name="s", index="ivf")
     col.remove([0, 1, 2])
-    col._index.nprobe = 1  # IVF then returns fewer than k: the exact fallback answers
+    col.snapshot.main.index.nprobe = 1  # IVF then returns fewer than k: the exact fallback answers
     hits = col.search(x[0], k=2_900)
     assert len(hits) == 2_900 and not {0, 1, 2} & {h.id for h in hits}
     assert [h.id for h in hits[:5]] == exact_ids(x[3:], np.arange(3, 3_000), x[:1], 5)[0]

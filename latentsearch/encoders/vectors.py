@@ -13,8 +13,9 @@ from latentsearch.encoders.base import Encoder
 __all__ = ["VectorEncoder", "as_vectors"]
 
 
-def as_vectors(items: Any, dim: int | None = None) -> np.ndarray:
-    """``items`` as C-contiguous float32 (n, dim); a single vector becomes one row."""
+def as_vectors(items: Any, dim: int | None = None, *, first_row: int = 0) -> np.ndarray:
+    """``items`` as C-contiguous float32 (n, dim); a single vector becomes one row.
+    ``first_row``: the row number of ``items[0]`` in error messages (a batch of a file)."""
     try:
         arr = np.asarray(items, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -30,7 +31,7 @@ def as_vectors(items: Any, dim: int | None = None) -> np.ndarray:
             f"vectors have dimension {arr.shape[1]}, the collection has {dim}"
         )
     if not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        bad = first_row + int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
         raise InvalidInput(f"vectors contain NaN or inf (first at row {bad})")
     return np.ascontiguousarray(arr)
 

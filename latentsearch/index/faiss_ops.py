@@ -31,11 +31,12 @@ def faiss_metric(metric: str) -> int:
     raise InvalidInput(f"unknown metric {metric!r}; use one of: {', '.join(METRICS)}")
 
 
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Unit-normalise rows; a zero row cannot be compared by cosine and is refused."""
+def normalise(vectors: np.ndarray, *, first_row: int = 0) -> np.ndarray:
+    """Unit-normalise rows; a zero row cannot be compared by cosine and is refused
+    (``first_row``: the row number of ``vectors[0]`` in that error)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     if (norms == 0).any():
-        row = int(np.flatnonzero(norms[:, 0] == 0)[0])
+        row = first_row + int(np.flatnonzero(norms[:, 0] == 0)[0])
         raise InvalidInput(f"vector at row {row} is all zeros: it has no direction for cosine")
     return np.ascontiguousarray(vectors / norms, dtype=np.float32)
 

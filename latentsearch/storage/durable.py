@@ -6,6 +6,8 @@ import os
 import signal
 from pathlib import Path
 
+__all__ = ["step", "fsync_file", "fsync_dir"]
+
 _steps_taken = 0
 
 

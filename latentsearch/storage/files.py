@@ -12,20 +12,20 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import CollectionExists, CorruptCollection
-from .durable import fsync_dir, fsync_file, step
-from .lock import LOCK, writer_lock
-from .manifest import MANIFEST, inside, write_manifest
-from .records import write_records
-from ..io.arrays import load_npy
+from latentsearch.errors import CollectionExists, CorruptCollection
+from latentsearch.storage.durable import fsync_dir, fsync_file, step
+from latentsearch.storage.lock import LOCK, writer_lock
+from latentsearch.storage.manifest import MANIFEST, inside, write_manifest
+from latentsearch.storage.records import write_records
+from latentsearch.io.arrays import load_npy
+
+__all__ = ["sha256_file", "verify", "load_array", "generation_name", "Staging", "staging",
+           "clear_stale_builds", "publish_new", "commit", "collect_garbage"]
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def verify(folder: Path, manifest: dict[str, Any]) -> None:
@@ -126,13 +126,13 @@ def clear_stale_builds(root: Path, name: str) -> None:
             continue
 
 
-def publish_new(staging: Staging, target: Path, *, overwrite: bool) -> None:
+def publish_new(staged: Staging, target: Path, *, overwrite: bool) -> None:
     """Rename a fully written staging folder into place as a new collection."""
-    for sub in [staging.dir, *[p for p in staging.dir.rglob("*") if p.is_dir()]]:
+    for sub in [staged.dir, *[p for p in staged.dir.rglob("*") if p.is_dir()]]:
         fsync_dir(sub)
     if target.exists():
         if not overwrite:
-            staging.discard()
+            staged.discard()
             raise CollectionExists(
                 f"collection {target} already exists; pass --overwrite (overwrite=True) "
                 "or choose another --name"
@@ -142,22 +142,22 @@ def publish_new(staging: Staging, target: Path, *, overwrite: bool) -> None:
             step()
             os.rename(target, old)
             step()
-            os.rename(staging.dir, target)
+            os.rename(staged.dir, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
         step()
         try:
-            os.rename(staging.dir, target)
+            os.rename(staged.dir, target)
         except OSError:
-            staging.discard()
+            staged.discard()
             raise CollectionExists(f"collection {target} was created by another process") from None
     fsync_dir(target.parent)
 
 
-def commit(folder: Path, staging: Staging, manifest: dict[str, Any]) -> None:
+def commit(folder: Path, staged: Staging, manifest: dict[str, Any]) -> None:
     """Rename staged files in, replace the manifest (the commit point), drop unnamed files."""
     for entry in manifest["files"].values():
-        src = staging.dir / entry["path"]
+        src = staged.dir / entry["path"]
         if src.exists():
             dst = folder / entry["path"]
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ def commit(folder: Path, staging: Staging, manifest: dict[str, Any]) -> None:
             os.replace(src, dst)
     fsync_dir(folder)
     write_manifest(folder / MANIFEST, manifest)
-    staging.discard()
+    staged.discard()
     collect_garbage(folder, manifest)
 
 

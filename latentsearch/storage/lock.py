@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CollectionLocked
+from latentsearch.errors import CollectionLocked
+
+__all__ = ["LOCK", "writer_lock"]
 
 LOCK = ".lock"
 
@@ -18,6 +19,8 @@ LOCK = ".lock"
 @contextmanager
 def writer_lock(folder: Path, wait: float = 0.0) -> Iterator[None]:
     """Hold the collection's advisory writer lock; wait up to ``wait`` seconds for it."""
+    import fcntl  # here, not at the top: `import latentsearch` works where fcntl does not
+
     fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + max(0.0, wait)

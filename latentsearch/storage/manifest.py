@@ -10,8 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import CollectionNotFound, CorruptCollection, UnsupportedFormat
-from .durable import fsync_dir, step
+from latentsearch.errors import CollectionNotFound, CorruptCollection, UnsupportedFormat
+from latentsearch.storage.durable import fsync_dir, step
+
+__all__ = ["FORMAT_VERSION", "MANIFEST", "now", "read_manifest", "format_version", "inside",
+           "file_path", "write_manifest"]
 
 FORMAT_VERSION = 2  # the newest this code reads; see format_version()
 

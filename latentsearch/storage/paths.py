@@ -6,8 +6,10 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import CollectionNotFound, InvalidInput
-from .manifest import MANIFEST
+from latentsearch.errors import CollectionNotFound, InvalidInput
+from latentsearch.storage.manifest import MANIFEST
+
+__all__ = ["resolve_root", "check_name", "locate"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

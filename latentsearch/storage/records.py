@@ -1,12 +1,27 @@
-"""records.sqlite: one row per item (id, label, source, text, extra as JSON)."""
+"""records.sqlite: one row per item (id, label, source, text, extra as JSON).
+
+Committed records files never change, so they are opened read-only and ``immutable`` and
+shared by every thread. Filters (``where``) compile to SQL with bound parameters only: keys
+are checked against a strict pattern and values never enter the SQL text."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any, Sequence
 
-from ..errors import CorruptCollection
+from latentsearch.errors import CorruptCollection, InvalidInput
+from latentsearch.types import Record
+
+__all__ = ["RECORDS_SCHEMA", "open_records", "write_records", "record_row", "where_sql",
+           "select_ids", "fetch", "all_rows"]
+
+_WHERE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_COLUMNS = ("id", "label", "source", "text")
+SQL_BATCH = 900  # ids per IN (...) query, under SQLite's parameter limit
 
 RECORDS_SCHEMA = """
 CREATE TABLE records (
@@ -51,3 +66,53 @@ def write_records(path: Path, rows, base: Path | None = None, delete_ids=None) -
     finally:
         con.close()
     return path
+
+
+def record_row(item_id: int, record: Record) -> tuple:
+    """The records table row of one item."""
+    label, source, text, extra = record
+    return (int(item_id), label, source, text, json.dumps(extra) if extra else None)
+
+
+def where_sql(where: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``SELECT id`` for a filter ``{key: value}`` (all must match; None matches a missing
+    value): SQL text and its bound parameters."""
+    clauses, values = [], []
+    for key, value in where.items():
+        if not isinstance(key, str) or not _WHERE_KEY.match(key):
+            raise InvalidInput(f"invalid where key {key!r}")
+        column = key if key in _COLUMNS else f"json_extract(extra, '$.{key}')"
+        if value is None:
+            clauses.append(f"{column} IS NULL")
+        else:
+            clauses.append(f"{column} = ?")
+            values.append(value if key == "id" else str(value))
+    return "SELECT id FROM records WHERE " + " AND ".join(clauses) + " ORDER BY id", values
+
+
+def select_ids(connections: Sequence[sqlite3.Connection], where: dict[str, Any]) -> list[int]:
+    """Ids matching ``where`` in each records database, in order."""
+    sql, values = where_sql(where)
+    found: list[int] = []
+    try:
+        for con in connections:
+            found += [row[0] for row in con.execute(sql, values)]
+    except sqlite3.Error as exc:
+        raise InvalidInput(f"cannot filter by {where}: {exc}") from None
+    return found
+
+
+def fetch(con: sqlite3.Connection, ids: Sequence[int], out: dict[int, tuple]) -> None:
+    """(label, source, text) of ``ids`` from one records database, into ``out``."""
+    for start in range(0, len(ids), SQL_BATCH):
+        chunk = ids[start : start + SQL_BATCH]
+        marks = ",".join("?" * len(chunk))
+        for row in con.execute(
+            f"SELECT id, label, source, text FROM records WHERE id IN ({marks})", chunk
+        ):
+            out[row[0]] = row[1:]
+
+
+def all_rows(con: sqlite3.Connection) -> list[tuple]:
+    """Every row (id, label, source, text, extra), by id."""
+    return con.execute("SELECT id, label, source, text, extra FROM records ORDER BY id").fetchall()
