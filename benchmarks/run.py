@@ -942,7 +942,7 @@ def render(R: dict) -> str:
                 [[n_fmt(r["n"]), r["spec"], r["factory"], _f(r["remove_s"], "{:.3f}"),
                   _f(r.get("compact_s"), "{:.2f}")] for r in R["remove"]]))
         w("\nA remove lists the ids as removed (hidden from answers through an id selector); the "
-          "compaction purges them from the index: in place for IVF and Flat, a rebuild for HNSW.\n")
+          "compaction purges them from the index: from a copy of it for IVF and Flat (the index being searched is never changed), a rebuild for HNSW.\n")
         w("")
 
     if len(R["sizes"]) > 1:
