@@ -31,7 +31,19 @@ INDEX = click.option("--index", "index_spec", default="auto", show_default=True,
 RECALL = click.option("--recall", "recall", type=click.FloatRange(0.0, 1.0, min_open=True),
                       default=0.95, show_default=True,
                       help="recall@10 the index is tuned to, measured on held-out queries.")
-QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+
+
+def _silence(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """--quiet (and --json): no progress lines or bars on stderr; warnings still show."""
+    if value:
+        from latentsearch.progress import configure
+
+        configure(quiet=True)
+    return value
+
+
+QUIET = click.option("--quiet", "-q", is_flag=True, callback=_silence, expose_value=True,
+                     help="No progress on stderr.")
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace an existing collection of that name.")
 WAIT = click.option("--wait", type=float, default=0.0, show_default=True,
                     help="Seconds to wait for another writer's lock before giving up.")
@@ -62,6 +74,9 @@ def main() -> None:
       latentsearch build images mnist
       latentsearch query mnist --id 7 -k 5
     """
+    from latentsearch.progress import configure
+
+    configure()  # the library's log lines on stderr; bars when stderr is a terminal
 
 
 # -- build ---------------------------------------------------------------------------------

@@ -101,11 +101,14 @@ def test_load_refuses_mismatched_config(conv: ConvAutoencoder, tmp_path: Path):
         ConvAutoencoder.load(tmp_path / "nowhere", conv.config())
 
 
-def test_dense_fit_progress_on_stderr_only(digits, capfd, tmp_path: Path):
-    enc = DenseAutoencoder.fit(digits[:100], latent_dim=16, epochs=2, seed=1)
+def test_dense_fit_progress_is_logged_never_printed(digits, capfd, caplog, tmp_path: Path):
+    with caplog.at_level("INFO", logger="latentsearch"):
+        enc = DenseAutoencoder.fit(digits[:100], latent_dim=16, epochs=2, seed=1)
     out, err = capfd.readouterr()
-    assert out == ""
-    assert "dense epoch 1/2" in err and "dense epoch 2/2" in err
+    assert out == "" and "epoch" not in err  # the library never prints
+    lines = [r.getMessage() for r in caplog.records if r.name == "latentsearch"]
+    assert any("dense epoch 1/2" in line for line in lines)
+    assert any("dense epoch 2/2" in line for line in lines)
     assert enc.dim == 16 and enc.config()["recommended_metric"] == "l2"
     enc.save(tmp_path)
     again = DenseAutoencoder.load(tmp_path, enc.config())

@@ -123,6 +123,8 @@ def compact(snap: Snapshot, *, added: Batch | None = None, delete: np.ndarray | 
         fresh = fresh.without(gone)
         gone = gone[np.isin(gone, snap.main.ids)]  # the rest was never in the index
     next_id = snap.manifest["next_id"] if added is None else int(added.ids[-1]) + 1
+    say(f"compacting {snap.folder.name}: {len(fresh):,} new items into the index, "
+        f"{len(gone):,} removed ones out of it", quiet)
     return _write_main(snap, vectors, ids, images, fresh, gone, next_id, quiet)
 
 

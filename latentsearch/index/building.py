@@ -12,6 +12,7 @@ from latentsearch.errors import IndexSpecError
 from latentsearch.index.backends import backend_of
 from latentsearch.index.faiss_ops import faiss_metric
 from latentsearch.index.specs import min_train_size, train_size
+from latentsearch.progress import bar
 
 __all__ = ["build", "add", "try_remove", "copy"]
 
@@ -56,7 +57,8 @@ def _train_sample(vectors: np.ndarray, limit: int) -> np.ndarray:
 def add(index, vectors: np.ndarray, ids: np.ndarray, batch: int = 100_000,
         *, skip: np.ndarray | None = None) -> None:
     """Add in batches (vectors may be memory-mapped), leaving out the rows ``skip``."""
-    for start in range(0, len(vectors), batch):
+    starts = range(0, len(vectors), batch)
+    for start in bar(starts, desc="adding to the index", unit="batch", quiet=len(starts) < 3):
         v = np.asarray(vectors[start : start + batch], dtype=np.float32)
         i = np.asarray(ids[start : start + batch], dtype=np.int64)
         if skip is not None and len(skip):

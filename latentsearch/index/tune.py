@@ -35,6 +35,7 @@ from latentsearch.index.exact import best_of, exact_scores, exact_search, recall
 from latentsearch.index.searching import distances_per_query, search
 from latentsearch.index.specs import (AUTO_FLAT_BELOW, IndexPlan, fs_subquantizers, index_bytes,
                                       memory_budget, plan)
+from latentsearch.progress import bar
 
 __all__ = ["DEFAULT_RECALL", "build_tuned", "complete", "choose", "pick", "holdout_rows"]
 
@@ -228,7 +229,7 @@ def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DE
     rows = holdout_rows(n, seed)
     truth = _truth(vectors, ids, rows, metric) if len(rows) else None  # shared by all
     built, candidates = {}, []
-    for spec in specs:
+    for spec in bar(specs, desc="auto: measuring candidates", unit="index"):
         planned = plan(spec, n, dim)
         t0 = time.perf_counter()
         index, entry = build_tuned(planned, vectors, ids, metric, target, seed=seed, timed=True,

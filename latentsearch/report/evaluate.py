@@ -26,6 +26,7 @@ import numpy as np
 
 from latentsearch.errors import InvalidInput
 from latentsearch.index import drop_own, exact_search, recall_at
+from latentsearch.progress import bar
 
 if TYPE_CHECKING:  # annotations only
     from latentsearch.collection import Collection
@@ -159,8 +160,9 @@ def pca(raw: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(centred @ vt[:dim].T, dtype=np.float32)
 
 
-def evaluate(col: Collection, k: int = 10, sample: int = 1000, seed: int = 0) -> Report:
-    """Measure the claim on ``col``: see the module docstring."""
+def evaluate(col: Collection, k: int = 10, sample: int = 1000, seed: int = 0, *,
+             quiet: bool = False) -> Report:
+    """Measure the claim on ``col``: see the module docstring. ``quiet``: no progress bar."""
     if not isinstance(k, int) or k < 1:
         raise InvalidInput(f"k must be a positive integer, got {k!r}")
     n = len(col)
@@ -175,17 +177,21 @@ def evaluate(col: Collection, k: int = 10, sample: int = 1000, seed: int = 0) ->
     if k_eff < k:
         notes.append(f"only {n - 1} other items: k reduced to {k_eff}")
 
+    stages = bar(total=4, desc=f"evaluate {col.name}", unit="stage", quiet=quiet)
     exact_rows = exact_neighbours(vectors, query_rows, max(k_eff, min(CURVE_K, n - 1)), col.metric)
+    stages.update(1)  # exact neighbours of the latents
     found_ids = np.full((len(query_rows), k_eff), -1, dtype=np.int64)
     for r, hits in enumerate(col.search_batch(vectors[query_rows], k=k_eff + 1)):
         row = [h.id for h in hits if h.id != ids[query_rows[r]]][:k_eff]
         found_ids[r, : len(row)] = row
     exact_ids = np.where(exact_rows[:, :k_eff] >= 0, ids[np.maximum(exact_rows[:, :k_eff], 0)], -1)
     recall = recall_at(found_ids, exact_ids)
+    stages.update(1)  # the index's recall
 
     labels = _labels_of(col, ids)
     if all(lab is None for lab in labels):
         notes.append("the collection has no labels: agreement needs labels, only recall was measured")
+        stages.close()
         return Report(col.name, k_eff, len(query_rows), round(recall, 4), notes=notes)
     has = np.array([lab is not None for lab in labels])
     if not has.all():
@@ -207,8 +213,10 @@ def evaluate(col: Collection, k: int = 10, sample: int = 1000, seed: int = 0) ->
         nbrs = exact_neighbours(reduced, query_rows, k_eff, "l2")
         a, v, _ = label_agreement(nbrs, labels, query_rows)
         baselines["pca"] = {"agreement": round(a, 4), "vote_accuracy": round(v, 4)}
+    stages.update(1)  # the baselines
 
     bands = _by_distance(vectors, exact_rows, query_rows, labels, col.metric)
+    stages.close()
     return Report(
         col.name, k_eff, len(query_rows), round(recall, 4), round(agreement, 4), round(vote, 4),
         baselines, [round(a, 4) for a in by_rank], bands, notes,

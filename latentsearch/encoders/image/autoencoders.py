@@ -33,6 +33,7 @@ from latentsearch.errors import DimensionMismatch, EncoderError, InvalidInput
 from latentsearch.io.images import conform_images
 from latentsearch.encoders.tf import import_keras, import_tensorflow
 from latentsearch.encoders.base import Encoder
+from latentsearch.progress import bar, say
 from latentsearch.encoders.image.forward import (
     FORWARD_JSON,
     FORWARD_NPZ,
@@ -60,11 +61,12 @@ KERAS_MIN_BATCH = 1024
 
 
 def _progress_callback(keras, name: str, max_epochs: int):
-    """One line per epoch on stderr (Keras' own verbose output goes to stdout)."""
+    """A bar over the epochs and one log line per epoch (Keras' own output is off)."""
 
     class _Progress(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             self._t0 = time.perf_counter()
+            self._bar = bar(total=max_epochs, desc=f"{name} autoencoder", unit="epoch")
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
@@ -73,7 +75,13 @@ def _progress_callback(keras, name: str, max_epochs: int):
                 if key in logs:
                     parts.append(f"{key} {float(logs[key]):.4f}")
             parts.append(f"{time.perf_counter() - self._t0:.1f}s")
-            print("  ".join(parts), file=sys.stderr, flush=True)
+            say("  ".join(parts))
+            self._bar.update(1)
+            if "loss" in logs:
+                self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}")
+
+        def on_train_end(self, logs=None):
+            self._bar.close()
 
     return _Progress()
 
@@ -184,7 +192,9 @@ class _ImageAutoencoder(Encoder):
             else:
                 forward = lambda batch: self._forward()(batch).numpy()  # noqa: E731
                 step = ENCODE_BATCH
-            for start in range(0, len(x), step):
+            starts = range(0, len(x), step)
+            for start in bar(starts, desc=f"encoding with {self.name}", unit="batch",
+                             quiet=len(starts) < 8):
                 out[start : start + step] = forward(_scale(x[start : start + step]))
         except EncoderError:
             raise
@@ -328,12 +338,8 @@ class _ImageAutoencoder(Encoder):
             )
         ]
         if not quiet:
-            print(
-                f"training the {cls.name} autoencoder on {len(x_train)} images "
-                f"({n_val} held out), up to {max_epochs} epochs",
-                file=sys.stderr,
-                flush=True,
-            )
+            say(f"training the {cls.name} autoencoder on {len(x_train)} images "
+                f"({n_val} held out), up to {max_epochs} epochs")
             callbacks.append(_progress_callback(keras, cls.name, max_epochs))
         t0 = time.perf_counter()
         history = autoencoder.fit(
@@ -357,12 +363,8 @@ class _ImageAutoencoder(Encoder):
             raise EncoderError(f"training the {cls.name} autoencoder diverged (loss {train_loss})")
         if not quiet:
             extra = f", validation {val_loss:.4f}" if val_loss is not None else ""
-            print(
-                f"trained {cls.name} in {seconds:.1f}s, {epochs_run} epochs; reconstruction "
-                f"loss (binary cross-entropy) train {train_loss:.4f}{extra}",
-                file=sys.stderr,
-                flush=True,
-            )
+            say(f"trained {cls.name} in {seconds:.1f}s, {epochs_run} epochs; reconstruction "
+                f"loss (binary cross-entropy) train {train_loss:.4f}{extra}")
         config = {
             "size": size,
             "channels": channels,

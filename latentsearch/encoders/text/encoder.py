@@ -48,6 +48,7 @@ from latentsearch.encoders.text.training import (
     train_from_prior,
     train_from_scratch,
 )
+from latentsearch.progress import bar
 
 __all__ = ["TextEncoder"]
 
@@ -191,7 +192,8 @@ class TextEncoder(Encoder):
                 raise EncoderError(f"{where} is empty: nothing to encode")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         pool = self._pool if self._learned is None else self._pool_prior
-        for j, t in enumerate(texts):
+        for j, t in enumerate(bar(texts, desc="encoding texts", unit="text",
+                                  quiet=len(texts) < 2_000)):
             vec = pool(self.token_ids(t)) if self._learned is None else pool(t)
             if vec is None:
                 where = f"query {_preview(t)}" if single else f"text {j} ({_preview(t)})"

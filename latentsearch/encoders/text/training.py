@@ -24,7 +24,6 @@ docs/experiments/text.md.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +53,7 @@ from latentsearch.encoders.text.vocabulary import (
     build_vocabulary,
     subword_composition,
 )
+from latentsearch.progress import bar, say
 
 __all__ = [
     "BATCH_SIZE",
@@ -96,12 +96,13 @@ class Trained:
 
 
 class _Progress:
+    """Log lines of one training run (debug records when ``quiet``)."""
+
     def __init__(self, quiet: bool):
         self.quiet = quiet
 
     def __call__(self, msg: str) -> None:
-        if not self.quiet:
-            print(msg, file=sys.stderr, flush=True)
+        say(msg, self.quiet)
 
 
 def _contrastive(docs, weights, sublinear_tf, embeddings, epochs, rng, say, tf, keras,
@@ -185,7 +186,8 @@ def _contrastive(docs, weights, sublinear_tf, embeddings, epochs, rng, say, tf, 
 
     loss = float("nan")
     steps = 0
-    for epoch in range(1, epochs + 1):
+    epochs_bar = bar(range(1, epochs + 1), desc="text encoder", unit="epoch", quiet=say.quiet)
+    for epoch in epochs_bar:
         t0 = time.perf_counter()
         perm = rng.permutation(n)
         losses = []
@@ -200,6 +202,7 @@ def _contrastive(docs, weights, sublinear_tf, embeddings, epochs, rng, say, tf, 
         loss = float(np.mean(losses)) if losses else float("nan")
         secs = time.perf_counter() - t0
         say(f"text encoder: epoch {epoch}/{epochs} loss {loss:.4f} ({secs:.2f} s)")
+        epochs_bar.set_postfix(loss=f"{loss:.4f}")
     if sub is not None:
         var.assign(table())  # bake the n-gram part into the word vectors
     return loss, steps
