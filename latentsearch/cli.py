@@ -477,5 +477,55 @@ def demo(root: str | None, rebuild: bool, epochs: int | None) -> None:
     run_demo(root=root, rebuild=rebuild, epochs=epochs, echo=click.echo)
 
 
+
+# -- serving -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@ROOT
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any other than 127.0.0.1, localhost or ::1 needs --token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port (0: a free one, printed).")
+@click.option("--token", envvar="LATENTSEARCH_TOKEN", default=None, metavar="T",
+              help="Every request but /health and the page needs 'Authorization: Bearer T' "
+                   "(default: $LATENTSEARCH_TOKEN).")
+@click.option("--read-only", is_flag=True, help="Refuse adds and removals (403).")
+@click.option("--max-body", type=click.IntRange(1, None), default=20_000_000, show_default=True,
+              metavar="BYTES", help="Largest request body (413 above).")
+@click.option("--cors", multiple=True, metavar="ORIGIN",
+              help="Let pages from ORIGIN call the API (repeat for more; default: none).")
+def serve(names: tuple[str, ...], root: str | None, host: str, port: int, token: str | None,
+          read_only: bool, max_body: int, cors: tuple[str, ...]) -> None:
+    """Serve collections over HTTP (JSON API, OpenAPI at /docs) and a page to browse them at /.
+
+    Serves the NAMES given, or every collection under the root (also those built later);
+    collections changed on disk by other processes are reloaded.
+
+    \b
+    Example:
+      latentsearch serve                      # http://127.0.0.1:8000/
+      latentsearch serve mnist news --read-only
+      latentsearch serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+    """
+    try:
+        from latentsearch.serve.app import create_app
+        from latentsearch.serve import server
+    except ImportError as exc:
+        raise InvalidInput(f"serve needs the serve extra: pip install 'latentsearch[serve]' "
+                           f"({exc})") from None
+
+    server.check_exposure(host, token)
+    app = create_app(root, list(names) or None, token=token or None, read_only=read_only,
+                     max_body=max_body, cors=list(cors) or None)
+    sock = server.bind(host, port)
+    count = len(app.state.registry.names())
+
+    def announce(url: str) -> None:
+        click.echo(f"serving {count} collection{'' if count == 1 else 's'} at {url}")
+
+    server.run(app, sock, announce=announce)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
