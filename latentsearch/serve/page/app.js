@@ -6,7 +6,9 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "latentsearch-token";
 const BASELINE_NAMES = { chance: "chance", raw: "raw input, exact", pca: "PCA of raw input" };
-const state = { current: null, last: null }; // the chosen collection; the last query (to re-run)
+// the served collections, the chosen one, the last query (to re-run), and a counter that lets
+// only the newest search draw its answer
+const state = { collections: [], current: null, last: null, seq: 0 };
 
 // ---- the API ----------------------------------------------------------------------------
 
@@ -121,21 +123,23 @@ async function start() {
   if (!collections.length) {
     return showError({ message: "this server serves no collection yet: build one with latentsearch build" });
   }
-  select.collections = collections;
+  state.collections = collections;
   const wanted = decodeURIComponent(location.hash.slice(1));
   select.value = collections.some((c) => c.name === wanted) ? wanted : collections[0].name;
   choose(select.value);
 }
 
 function choose(name) {
-  const col = $("collection").collections.find((c) => c.name === name);
+  const col = state.collections.find((c) => c.name === name);
   state.current = col;
   state.last = null;
+  state.seq++; // a search still under way for the previous collection draws nothing
   history.replaceState(null, "", `${location.pathname}#${encodeURIComponent(name)}`);
   $("meta").textContent = `${col.modality} · ${col.count.toLocaleString()} items · ${col.dim}-d ${col.metric} · ${col.index}`;
   $("text-form").hidden = col.modality !== "text";
   $("drop").hidden = col.modality !== "image";
   $("results").replaceChildren();
+  $("results").removeAttribute("aria-busy");
   $("query").replaceChildren(el("span", "muted", hint(col.modality)));
   clearError();
   loadEvaluate(name);
@@ -159,6 +163,7 @@ async function search(query, asked) {
     return showError(err);
   }
   state.last = { query, asked };
+  const seq = ++state.seq;
   clearError();
   $("query").replaceChildren(...asked);
   const grid = $("results");
@@ -166,13 +171,13 @@ async function search(query, asked) {
   const t0 = performance.now();
   try {
     const { hits } = await api(`/collections/${encodeURIComponent(name)}/search`, body);
-    if (state.current.name !== name) return; // another collection was picked meanwhile
-    showHits(hits, performance.now() - t0);
+    if (seq === state.seq) showHits(hits, performance.now() - t0);
   } catch (err) {
+    if (seq !== state.seq) return;
     grid.replaceChildren();
     showError(err);
   } finally {
-    grid.removeAttribute("aria-busy");
+    if (seq === state.seq) grid.removeAttribute("aria-busy");
   }
 }
 
