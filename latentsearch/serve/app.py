@@ -190,8 +190,9 @@ def create_app(
              tags=["items"])
     def get_item(name: str, item_id: int) -> Response:
         """One stored record."""
-        hit = registry.get(name).get([item_id])[0]
-        return FastJSON({"id": hit.id, "label": hit.label, "source": hit.source, "text": hit.text})
+        item = registry.get(name).get([item_id])[0]
+        return FastJSON({"id": item.id, "label": item.label, "source": item.source,
+                         "text": item.text, "extra": getattr(item, "extra", None)})
 
     @app.get("/collections/{name}/items/{item_id}/image.png", responses=_ERRORS, tags=["items"],
              response_class=Response)

@@ -38,8 +38,6 @@ MAX_BATCH = 10_000
 #: most items one request may add or remove
 MAX_ITEMS = 10_000
 
-#: a `where` value: compared as text, None matches a missing value (as in the Python API)
-Scalar = Union[str, int, float, bool, None]
 #: a label as given; stored as text
 Label = Union[str, int, float, None]
 
@@ -68,9 +66,9 @@ class SearchRequest(BaseModel):
         None, description="a PNG/JPEG/WebP file in base64, or as a data: URL (image collections)")
     id: Optional[int] = Field(None, description="neighbours of a stored item, itself excluded")
     k: int = Field(10, ge=1, le=MAX_K, description="how many neighbours per query")
-    where: Optional[dict[str, Scalar]] = Field(
-        None, description="only items whose record matches every key (label, source, text, id, "
-                          "or a field of extra), compared as text")
+    where: Optional[dict[str, Any]] = Field(
+        None, description="only items whose record matches: the Python API's filter (e.g. "
+                          '{"label": 3}), checked by the library (400 when it refuses one)')
     recall: Optional[float] = Field(
         None, gt=0.0, le=1.0, description="recall@10 wanted: a point of the tuned curve")
     exact: bool = Field(False, description="brute force over the stored vectors")
@@ -137,6 +135,8 @@ class ItemOut(BaseModel):
     label: Optional[str] = None
     source: Optional[str] = None
     text: Optional[str] = None
+    extra: Optional[dict[str, Any]] = Field(None, description="the item's other fields, if the "
+                                                               "library keeps any")
 
 
 class CollectionRow(BaseModel):
