@@ -377,7 +377,8 @@ def test_unknown_and_hostile_names_are_404(client, root, emb, tmp_path):
         error_of(client.get(f"/collections/{name}"), 404, "CollectionNotFound")
         error_of(client.post(f"/collections/{name}/search", json={"id": 1}), 404,
                  "CollectionNotFound")
-    for path in ("/collections/..%2F..%2Fetc", "/collections/emb%2F..%2F", "/collections/a/b/search"):
+    for path in ("/collections/..%2F..%2Fetc", "/collections/emb%2F..%2F",
+                 "/collections/a/b/search"):
         assert client.get(path).status_code == 404
     assert [c["name"] for c in client.get("/collections").json()["collections"]] == ["emb"]
     error_of(client.get("/collections/emb/items/123456"), 404, "UnknownId")
@@ -531,7 +532,8 @@ def test_serve_refuses_an_open_host_without_a_token(root, emb, monkeypatch):
     r = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--root", str(root)])
     assert r.exit_code == 1
     lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --host 0.0.0.0") and "--token" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: --host 0.0.0.0")
+    assert "--token" in lines[0]
     r = CliRunner().invoke(main, ["serve", "nope", "--root", str(root)])
     assert r.exit_code == 1 and "error: no collection 'nope'" in r.output
 

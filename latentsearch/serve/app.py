@@ -169,7 +169,8 @@ def create_app(
             extra = body.extra if body.extra is not None else [None] * n
             if len(extra) != n:
                 raise InvalidInput(f"got {len(extra)} extra objects for {n} vectors")
-            records = [(label, None, None, e) for label, e in zip(labels_as_text(body.labels, n), extra)]
+            labels = labels_as_text(body.labels, n)
+            records = [(label, None, None, e) for label, e in zip(labels, extra)]
             ids = col.add_vectors(vecs, records)
         elif body.texts is not None:
             _needs(col, "text", "texts")
@@ -224,6 +225,7 @@ def create_app(
     app.add_middleware(Guard, token=token or None, max_body=max_body)
     if cors:
         origins = [cors] if isinstance(cors, str) else list(cors)
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+        app.add_middleware(CORSMiddleware, allow_origins=origins,
+                           allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
     return app

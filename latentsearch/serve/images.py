@@ -54,8 +54,10 @@ def upload_format(data: bytes) -> str:
         return "gif"
     if data[:2] == b"BM":
         return "bmp"
+    if data[:4] in (b"II*\0", b"MM\0*"):
+        return "tif"
     raise InvalidInput("the upload is not an image (expected a PNG, JPEG or WebP file; "
-                       "GIF and BMP are read too)")
+                       "GIF, BMP and TIFF are read too)")
 
 
 def read_upload(col: Collection, text: str) -> np.ndarray:

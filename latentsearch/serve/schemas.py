@@ -56,7 +56,8 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vector: Optional[list[float]] = Field(None, description="one vector of the collection's dimension")
+    vector: Optional[list[float]] = Field(None, description="one vector of the collection's "
+                                                             "dimension")
     vectors: Optional[list[list[float]]] = Field(
         None, min_length=1, max_length=MAX_BATCH, description="a batch of vectors")
     text: Optional[str] = Field(None, description="a sentence (text collections)")
@@ -90,7 +91,8 @@ class AddRequest(BaseModel):
         None, min_length=1, max_length=MAX_ITEMS, description="PNG/JPEG/WebP files in base64")
     labels: Optional[list[Label]] = Field(None, max_length=MAX_ITEMS, description="one per item")
     extra: Optional[list[Optional[dict[str, Any]]]] = Field(
-        None, max_length=MAX_ITEMS, description="with `vectors`: one object per item, stored as JSON")
+        None, max_length=MAX_ITEMS,
+        description="with `vectors`: one object per item, stored as JSON")
 
     @model_validator(mode="after")
     def one_kind(self) -> "AddRequest":
