@@ -161,7 +161,12 @@ def test_openapi_and_docs(client):
             "/collections/{name}/items/{item_id}/image.png"} <= set(paths)
     schema = paths["/collections/{name}/search"]["post"]["requestBody"]
     assert "SearchRequest" in json.dumps(schema)
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-static/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()  # the machine may be offline
+    js = client.get("/docs-static/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
+    assert client.get("/docs-static/..%2Fswagger-ui.css").status_code == 404
 
 
 # -- searching -----------------------------------------------------------------------------

@@ -69,6 +69,19 @@ def _needs(col: Collection, modality: str, what: str) -> None:
         raise EncoderError(f"collection {col.name} holds {col.modality}; it cannot take {what}")
 
 
+
+def _swagger_dir() -> Path | None:
+    """Swagger UI's files from the swagger-ui-bundle package (the serve extra), if any."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    folder = Path(swagger_ui_bundle.swagger_ui_path)
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+_SWAGGER_DIR = _swagger_dir()
+
 def create_app(
     root: str | os.PathLike | None,
     names: Sequence[str] | None = None,
@@ -93,6 +106,7 @@ def create_app(
         description="Nearest-neighbour search over the latentsearch collections under one root.",
         default_response_class=FastJSON,
         redoc_url=None,
+        docs_url=None if _SWAGGER_DIR else "/docs",  # local Swagger UI below when installed
     )
     app.router.route_class = JSONRoute
     app.state.registry = registry
@@ -221,6 +235,24 @@ def create_app(
     @app.get("/static/{file}", include_in_schema=False)
     def static(file: str) -> Response:
         return page_file(file)
+
+    if _SWAGGER_DIR:  # /docs from the swagger-ui-bundle package: no CDN, works offline
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        @app.get("/docs", include_in_schema=False)
+        def docs() -> Response:
+            return get_swagger_ui_html(
+                openapi_url="/openapi.json", title="latentsearch API",
+                swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                swagger_css_url="/docs-static/swagger-ui.css",
+                swagger_favicon_url="/docs-static/favicon-32x32.png")
+
+        @app.get("/docs-static/{file}", include_in_schema=False)
+        def docs_static(file: str) -> Response:
+            path = _SWAGGER_DIR / file
+            if "/" in file or file.startswith(".") or not path.is_file():
+                raise ApiError(404, "NotFound", f"no file {file!r}")
+            return FileResponse(path, headers={"Cache-Control": "max-age=86400"})
 
     app.add_middleware(Guard, token=token or None, max_body=max_body)
     if cors:
