@@ -8,10 +8,10 @@ vectors live in FAISS indexes beside their records, in a collection folder on di
     col = ls.open("emb")
     hits = col.search(array[0], k=5)
 
-TensorFlow is imported only when an encoder is trained or used.
+TensorFlow is imported only when an encoder is trained or used. ``ls.open`` is the way to
+open a collection, but it is left out of ``__all__`` so ``from latentsearch import *``
+never shadows the builtin ``open``.
 """
-
-from __future__ import annotations
 
 import os as _os
 
@@ -25,14 +25,14 @@ from latentsearch.collection import open_collection as open  # noqa: E402,A001
 from latentsearch import errors as _errors  # noqa: E402
 from latentsearch.errors import *  # noqa: E402,F403  (the exception tree; see _errors' docstring)
 from latentsearch.report.evaluate import Report, evaluate  # noqa: E402
-from latentsearch.types import Hit  # noqa: E402
+from latentsearch.types import Hit, Record  # noqa: E402
 from latentsearch.pipelines import build_images, build_text  # noqa: E402
 
 __all__ = [
     "__version__",
     "Collection",
     "Hit",
-    "open",
+    "Record",
     "build_vectors",
     "build_images",
     "build_text",

@@ -8,15 +8,16 @@ when an encoder is trained or used, so ``--help`` and ``query --id`` stay fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
 import latentsearch as ls
-from latentsearch.errors import InvalidInput, LatentSearchError
+from latentsearch.errors import CollectionExists, InvalidInput, LatentSearchError
 from latentsearch.index import METRICS
 
 __all__ = ["main"]
@@ -47,6 +48,8 @@ QUIET = click.option("--quiet", "-q", is_flag=True, callback=_silence, expose_va
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace an existing collection of that name.")
 WAIT = click.option("--wait", type=float, default=0.0, show_default=True,
                     help="Seconds to wait for another writer's lock before giving up.")
+JSON = click.option("--json", "as_json", is_flag=True, callback=_silence,
+                    help="Print one JSON document on stdout and nothing else there (no progress).")
 
 
 class _Group(click.Group):
@@ -62,6 +65,29 @@ class _Group(click.Group):
 
 def _echo_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+def _items(n: int, noun: str = "item") -> str:
+    """``1 item``, ``2 items`` (numbers as before: no thousands separator for scripts)."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _cli_words(command: Callable[..., None]) -> Callable[..., None]:
+    """A build command whose taken-name error speaks the command line's words (the library's
+    says ``overwrite=True``)."""
+    @functools.wraps(command)
+    def run(**params: Any) -> None:
+        try:
+            command(**params)
+        except CollectionExists:
+            from latentsearch.pipelines import default_name
+            from latentsearch.storage.paths import resolve_root
+
+            name = params["name"] or default_name(params.get("file") or params["source"])
+            raise CollectionExists(
+                f"collection {name} already exists at {resolve_root(params['root']) / name}; "
+                "pass --overwrite to replace it, or choose another --name") from None
+    return run
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,7 +110,14 @@ def main() -> None:
 
 @main.group(cls=_Group)
 def build() -> None:
-    """Build a collection from images, text or vectors."""
+    """Build a collection from images, text or vectors.
+
+    \b
+    Example:
+      latentsearch build images mnist
+      latentsearch build text notes.txt --name notes
+      latentsearch build vectors emb.npy --labels labels.txt
+    """
 
 
 @build.command("vectors")
@@ -97,9 +130,11 @@ def build() -> None:
 @click.option("--metric", type=click.Choice(METRICS), default="l2", show_default=True)
 @OVERWRITE
 @QUIET
+@JSON
+@_cli_words
 def build_vectors_cmd(file: str, labels: str | None, name: str | None, root: str | None,
                       index_spec: str, recall: float, metric: str, overwrite: bool,
-                      quiet: bool) -> None:
+                      quiet: bool, as_json: bool) -> None:
     """Index vectors made elsewhere: an (n, dim) float array in a .npy file.
 
     \b
@@ -113,7 +148,7 @@ def build_vectors_cmd(file: str, labels: str | None, name: str | None, root: str
     col = ls.build_vectors(file, labs, name=name or default_name(file), root=root,
                            index=index_spec, metric=metric, overwrite=overwrite, quiet=quiet,
                            recall=recall)
-    _built(col)
+    _built(col, as_json)
 
 
 @build.command("images")
@@ -134,10 +169,12 @@ def build_vectors_cmd(file: str, labels: str | None, name: str | None, root: str
 @click.option("--seed", type=int, default=0, show_default=True)
 @OVERWRITE
 @QUIET
+@JSON
+@_cli_words
 def build_images_cmd(source: str, name: str | None, root: str | None, encoder: str,
                      latent_dim: int, size: int, color: str, epochs: int | None, index_spec: str,
                      recall: float, metric: str | None, seed: int, overwrite: bool,
-                     quiet: bool) -> None:
+                     quiet: bool, as_json: bool) -> None:
     """Train an image autoencoder on SOURCE and index the latents.
 
     SOURCE: mnist (built-in 5,000 digits), mnist-full (needs the internet), a folder of
@@ -151,7 +188,7 @@ def build_images_cmd(source: str, name: str | None, root: str | None, encoder: s
                           size=size, color=color, epochs=epochs, index=index_spec,
                           metric=metric, seed=seed, overwrite=overwrite, quiet=quiet,
                           recall=recall)
-    _built(col)
+    _built(col, as_json)
 
 
 @build.command("text")
@@ -174,9 +211,12 @@ def build_images_cmd(source: str, name: str | None, root: str | None, encoder: s
 @click.option("--seed", type=int, default=0, show_default=True)
 @OVERWRITE
 @QUIET
+@JSON
+@_cli_words
 def build_text_cmd(source: str, name: str | None, root: str | None, dim: int | None,
                    epochs: int | None, train_extra: str | None, prior: str, index_spec: str,
-                   recall: float, metric: str, seed: int, overwrite: bool, quiet: bool) -> None:
+                   recall: float, metric: str, seed: int, overwrite: bool, quiet: bool,
+                   as_json: bool) -> None:
     """Train word embeddings on SOURCE and index pooled sentence vectors.
 
     SOURCE: news (built-in 300 articles), a .txt file (one item a line), or a .jsonl/.csv
@@ -191,11 +231,14 @@ def build_text_cmd(source: str, name: str | None, root: str | None, dim: int | N
                         train_extra=train_extra, index=index_spec, metric=metric, seed=seed,
                         overwrite=overwrite, quiet=quiet, recall=recall,
                         prior=None if prior == "none" else prior)
-    _built(col)
+    _built(col, as_json)
 
 
-def _built(col: ls.Collection) -> None:
-    click.echo(f"built {col.name}: {len(col)} items, {col.dim}-d, {col.metric}, "
+def _built(col: ls.Collection, as_json: bool) -> None:
+    if as_json:
+        _echo_json(col.info)
+        return
+    click.echo(f"built {col.name}: {_items(len(col))}, {col.dim}-d, {col.metric}, "
                f"index {col.manifest['index']['factory']} at {col.path}")
 
 
@@ -218,11 +261,13 @@ def _parse_where(pairs: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--id", "item_id", type=int, help="Neighbours of a stored item (itself excluded).")
 @click.option("--image", type=click.Path(dir_okay=False), help="Query by an image file.")
 @click.option("--text", help="Query by a sentence.")
-@click.option("--vector", type=click.Path(dir_okay=False), help="Query by a vector in a .npy file.")
+@click.option("--vector", type=click.Path(dir_okay=False),
+              help="Query by one vector in a .npy file (always a vector: a wrong dimension is "
+                   "an error).")
 @click.option("-k", "k", type=click.IntRange(1, 100_000), default=10, show_default=True)
 @click.option("--where", multiple=True, metavar="KEY=VALUE",
               help="Only items whose record matches, e.g. --where label=3 (repeat to AND).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+@JSON
 @click.option("--grid", type=click.Path(dir_okay=False), help="Write query and neighbours as one PNG.")
 @click.option("--recall", "recall", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="recall@10 wanted: a point of the curve tuned at build time (no rebuild).")
@@ -253,15 +298,18 @@ def query(name: str, root: str | None, item_id: int | None, image: str | None, t
         from latentsearch.pipelines import read_query_image
 
         query_tile = read_query_image(col, image)
-        hits = col.search(query_tile, k=k, where=filt, **knobs)
+        hits = col.search(image=query_tile, k=k, where=filt, **knobs)
         described = {"image": image}
     elif text is not None:
-        hits = col.search(text, k=k, where=filt, **knobs)
+        hits = col.search(text=text, k=k, where=filt, **knobs)
         described = {"text": text}
     else:
-        from latentsearch.io.arrays import load_npy
+        from latentsearch.pipelines import read_vectors_file
 
-        hits = col.search(load_npy(Path(vector)).reshape(-1), k=k, where=filt, **knobs)
+        vec = read_vectors_file(vector, f"--vector takes a .npy file of one vector ({col.dim},)")
+        if vec.ndim == 2 and 1 in vec.shape:  # a (1, dim) row or a (dim, 1) column
+            vec = vec.reshape(-1)
+        hits = col.search(vector=vec, k=k, where=filt, **knobs)  # never guessed to be an image
         described = {"vector": vector}
     described.update({"collection": col.name, "k": k, "where": filt, "recall": recall,
                       "exact": exact})
@@ -288,8 +336,9 @@ def query(name: str, root: str | None, item_id: int | None, image: str | None, t
 @click.option("--labels", type=click.Path(dir_okay=False), help="Labels for the new items.")
 @WAIT
 @QUIET
+@JSON
 def add(name: str, source: str, root: str | None, labels: str | None, wait: float,
-        quiet: bool) -> None:
+        quiet: bool, as_json: bool) -> None:
     """Encode SOURCE with the stored encoder and append it; ids continue from the last.
 
     \b
@@ -300,8 +349,12 @@ def add(name: str, source: str, root: str | None, labels: str | None, wait: floa
     from latentsearch.pipelines import add_source
 
     ids = add_source(col, source, labels, wait=wait, quiet=quiet)
+    if as_json:
+        _echo_json({"collection": col.name, "added": len(ids), "ids": ids.tolist(),
+                    "count": len(col)})
+        return
     span = f"ids {ids[0]}..{ids[-1]}" if len(ids) else "nothing"
-    click.echo(f"added {len(ids)} items to {col.name} ({span}); now {len(col)} items")
+    click.echo(f"added {_items(len(ids))} to {col.name} ({span}); now {_items(len(col))}")
 
 
 @main.command()
@@ -309,7 +362,8 @@ def add(name: str, source: str, root: str | None, labels: str | None, wait: floa
 @click.option("--id", "ids", type=int, multiple=True, required=True, help="Id to remove (repeat).")
 @ROOT
 @WAIT
-def remove(name: str, ids: tuple[int, ...], root: str | None, wait: float) -> None:
+@JSON
+def remove(name: str, ids: tuple[int, ...], root: str | None, wait: float, as_json: bool) -> None:
     """Remove items by id; removed ids are never reused.
 
     The index keeps the removed items (hidden from every answer) until a compaction
@@ -321,7 +375,10 @@ def remove(name: str, ids: tuple[int, ...], root: str | None, wait: float) -> No
     """
     col = ls.open(name, root)
     n = col.remove(ids, wait=wait)
-    click.echo(f"removed {n} items from {col.name}; now {len(col)} items")
+    if as_json:
+        _echo_json({"collection": col.name, "removed": n, "count": len(col)})
+        return
+    click.echo(f"removed {_items(n)} from {col.name}; now {_items(len(col))}")
 
 
 @main.command()
@@ -329,7 +386,8 @@ def remove(name: str, ids: tuple[int, ...], root: str | None, wait: float) -> No
 @ROOT
 @WAIT
 @QUIET
-def compact(name: str, root: str | None, wait: float, quiet: bool) -> None:
+@JSON
+def compact(name: str, root: str | None, wait: float, quiet: bool, as_json: bool) -> None:
     """Fold recent adds into the main index and purge removed items from it.
 
     Adds are appended as small delta segments searched exactly beside the index, and
@@ -343,9 +401,13 @@ def compact(name: str, root: str | None, wait: float, quiet: bool) -> None:
     col = ls.open(name, root)
     pending, removed = col.info["deltas"]["items"], col.info["removed_pending"]
     col.compact(wait=wait, quiet=quiet)
-    click.echo(f"compacted {col.name}: {pending} delta items folded into "
-               f"{col.manifest['index']['factory']}, {removed} removed items purged; "
-               f"now {len(col)} items")
+    factory = col.manifest["index"]["factory"]
+    if as_json:
+        _echo_json({"collection": col.name, "folded": pending, "purged": removed,
+                    "index": factory, "count": len(col)})
+        return
+    click.echo(f"compacted {col.name}: {_items(pending, 'delta item')} folded into {factory}, "
+               f"{_items(removed, 'removed item')} purged; now {_items(len(col))}")
 
 
 # -- looking -------------------------------------------------------------------------------
@@ -354,7 +416,7 @@ def compact(name: str, root: str | None, wait: float, quiet: bool) -> None:
 @main.command()
 @click.argument("name")
 @ROOT
-@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+@JSON
 def info(name: str, root: str | None, as_json: bool) -> None:
     """Show what a collection holds: size, dimension, metric, index, encoder.
 
@@ -366,21 +428,76 @@ def info(name: str, root: str | None, as_json: bool) -> None:
     if as_json:
         _echo_json(data)
         return
-    data = dict(data)
-    entry = data.pop("index")
-    for line in _index_lines(entry):
-        click.echo(line)
-    for key, value in data.items():
-        if isinstance(value, dict):
-            value = json.dumps(value, ensure_ascii=False)
-        click.echo(f"{key:>15}: {value}")
+    click.echo("\n".join(_info_lines(data)))
+
+
+def _info_lines(data: dict[str, Any]) -> list[str]:
+    """``Collection.info`` as a person reads it: one labelled line per fact (``--json`` has
+    every field as stored)."""
+    deltas, removed = data["deltas"], data["removed_pending"]
+    entry = data["index"]
+    head = [
+        ("name", data["name"]),
+        ("path", data["path"]),
+        ("modality", data["modality"]),
+        ("count", f"{_items(data['count'])} (next id {data['next_id']})"),
+        ("dim", data["dim"]),
+        ("metric", data["metric"]),
+    ]
+    tail = [
+        ("recall target", f"{entry.get('target_recall', 0.95)} (recall@10, held-out queries)"),
+        ("encoder", _encoder_text(data["encoder"])),
+        ("deltas", f"{_items(deltas['segments'], 'segment')}, {_items(deltas['items'])}"
+                   + (" (searched exactly beside the index until compacted)"
+                      if deltas["items"] else "")),
+        ("removed", _items(removed)
+         + (" hidden, purged at the next compaction" if removed else "")),
+        ("size", f"{_size(data['bytes'])} on disk"),
+        ("created", data.get("created") or "?"),
+        ("updated", data.get("updated") or "?"),
+        ("generation", f"{data['generation']} (format {data['format_version']})"),
+    ]
+    return ([f"{key:>15}: {value}" for key, value in head] + _index_lines(entry)
+            + [f"{key:>15}: {value}" for key, value in tail])
+
+
+def _encoder_text(encoder: dict[str, Any]) -> str:
+    """The encoder's name and the few settings a user asks about."""
+    cfg = encoder.get("config", {})
+    name = encoder.get("name", "?")
+    if name == "vectors":
+        return "none: vectors made elsewhere"
+    if "latent_dim" in cfg:  # an image autoencoder
+        size, fit = cfg.get("size", "?"), cfg.get("fit")
+        text = (f"{name} autoencoder: {size}x{size} {cfg.get('color', '')} images -> "
+                f"{cfg['latent_dim']}-d" + (f", fit {fit}" if fit else ""))
+        if "epochs_run" in cfg:
+            text += (f"; trained {_items(cfg['epochs_run'], 'epoch')} on "
+                     f"{_items(cfg.get('n_train', 0), 'image')}")
+        return text
+    if name == "text":
+        text = (f"pooled word embeddings, {cfg.get('dim', '?')}-d, vocabulary of "
+                f"{_items(cfg.get('vocab_size', 0), 'word')}, prior {cfg.get('prior') or 'none'}")
+        if "train_texts" in cfg:
+            text += f"; trained on {_items(cfg['train_texts'], 'text')}"
+        return text
+    return name
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 def _index_lines(entry: dict[str, Any]) -> list[str]:
     """The manifest's index entry as a few readable lines for `info`."""
     params = {k: v for k, v in entry.get("params", {}).items() if k != "tuned_recall"}
+    shown = ", ".join(f"{k}={v}" for k, v in params.items())
     lines = [f"{'index':>15}: {entry['factory']} (spec {entry['spec']}"
-             + (f", {params}" if params else "") + ")"]
+             + (f"; {shown}" if shown else "") + ")"]
     if "tuned_recall" in entry.get("params", {}):
         lines.append(f"{'tuned':>15}: recall@10 {entry['params']['tuned_recall']:.3f} on "
                      f"{entry.get('holdout', '?')} held-out queries (target "
@@ -402,7 +519,7 @@ def _index_lines(entry: dict[str, Any]) -> list[str]:
 
 @main.command("list")
 @ROOT
-@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+@JSON
 def list_cmd(root: str | None, as_json: bool) -> None:
     """List the collections under the root.
 
@@ -410,13 +527,17 @@ def list_cmd(root: str | None, as_json: bool) -> None:
     Example:
       latentsearch list --root ./indexes
     """
+    from latentsearch.storage.paths import resolve_root
+
     rows = ls.list_collections(root)
     if as_json:
         _echo_json(rows)
         return
+    where = resolve_root(root).resolve()
     if not rows:
-        click.echo("no collections")
+        click.echo(f"no collections in {where} (another folder: --root or $LATENTSEARCH_ROOT)")
         return
+    click.echo(f"{_items(len(rows), 'collection')} in {where}:")
     for row in rows:
         if "error" in row:
             click.echo(f"{row['name']:<20} unreadable: {row['error']}")
@@ -435,7 +556,7 @@ def list_cmd(root: str | None, as_json: bool) -> None:
 @click.option("--sample", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
               help="How many items (seeded) query the collection.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+@JSON
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the latent map and curve as a PNG.")
 def evaluate(name: str, root: str | None, k: int, sample: int, seed: int, as_json: bool,
              plot: str | None) -> None:

@@ -17,16 +17,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from latentsearch import encoders as _encoders
-from latentsearch.collection.build import create
+from latentsearch.collection.build import check_new, create
 from latentsearch.collection.collection import Collection
 from latentsearch.io.arrays import load_npy
 from latentsearch.progress import say as _say
-from latentsearch.types import Record, label_text, labels_as_text
+from latentsearch.types import RecordFields, label_text, labels_as_text
 from latentsearch.errors import EncoderError, InvalidInput
 from latentsearch.encoders.tf import import_tensorflow
 
 __all__ = ["build_images", "build_text", "encode_source", "add_source", "load_labels",
-           "default_name", "image_color", "read_query_image"]
+           "default_name", "image_color", "read_query_image", "read_vectors_file"]
+
+# what a file is, by its first bytes, when it is not the .npy array it should be
+_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+               (b"GIF8", "a GIF image"), (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"),
+               (b"MM\x00*", "a TIFF image"), (b"PK\x03\x04", "a zip archive (.npz?)"))
 
 
 def load_labels(path: str | os.PathLike) -> list[str]:
@@ -56,8 +61,9 @@ def read_query_image(col: Collection, path: str | os.PathLike) -> np.ndarray:
 
 
 def build_images(
-    source: str | os.PathLike,
+    source: str | os.PathLike | np.ndarray,
     *,
+    labels: Sequence[Any] | None = None,
     name: str | None = None,
     root: str | os.PathLike | None = None,
     encoder: str = "conv",
@@ -75,18 +81,33 @@ def build_images(
     """Train an image autoencoder on ``source`` and index every image's latent vector.
 
     ``source``: ``"mnist"`` (5,000 digits shipped in the package), ``"mnist-full"`` (Keras'
-    download), a folder of images (subfolder names become labels) or a .npy/.npz array.
-    ``metric`` defaults to the one the encoder recommends for its latents.
+    download), a folder of images (subfolder names become labels), a .npy/.npz file, or an
+    array of images (N, H, W[, C]) as ``build_vectors`` takes vectors (``name`` required).
+    ``labels``, one per image, replace the source's own. ``metric`` defaults to the one the
+    encoder recommends for its latents. A taken ``name`` fails before anything is loaded.
     """
-    from latentsearch.io.images import load_image_source
+    from latentsearch.io.images import ImageSet, conform_images, load_image_source
 
-    source = os.fspath(source)
+    is_array = isinstance(source, np.ndarray)
+    if is_array and not name:
+        raise InvalidInput("build_images(array) needs name=: an array has no file name")
+    source = source if is_array else os.fspath(source)
     name = name or default_name(source)
+    check_new(name, root, overwrite)  # before a minute of training, not after
     cls = _encoders.get(encoder)
     if cls.modality != "image":
         raise InvalidInput(f"encoder {encoder!r} is not an image encoder (use conv or dense)")
-    _say(f"loading images from {source}", quiet)
-    data = load_image_source(source, size=size, color=color)
+    if is_array:
+        if color not in ("gray", "rgb"):
+            raise InvalidInput(f"color must be 'gray' or 'rgb', got {color!r}")
+        images = conform_images(source, size=size, channels=1 if color == "gray" else 3)
+        data = ImageSet(images, [None] * len(images), [None] * len(images))
+        source = f"array {tuple(source.shape)}"  # what the manifest says it was built from
+    else:
+        _say(f"loading images from {source}", quiet)
+        data = load_image_source(source, size=size, color=color)
+    if labels is not None:
+        data.labels = labels_as_text(labels, len(data.images))
     _say(f"{len(data.images)} images of {size}x{size} {color}; training {encoder} autoencoder", quiet)
     import_tensorflow()  # training needs it; imported once, without its start-up chatter
     t0 = time.perf_counter()
@@ -127,6 +148,7 @@ def build_text(
 
     source = os.fspath(source)
     name = name or default_name(source)
+    check_new(name, root, overwrite)  # before training, not after
     cls = _encoders.get("text")
     data = load_text_source(source)
     extra_texts = read_texts_file(train_extra) if train_extra else None
@@ -145,7 +167,7 @@ def build_text(
 
 def encode_source(
     col: Collection, source: str | os.PathLike, labels: Sequence[Any] | str | None = None,
-) -> tuple[np.ndarray, list[Record], np.ndarray | None]:
+) -> tuple[np.ndarray, list[RecordFields], np.ndarray | None]:
     """Load ``source`` as ``build`` would for ``col``'s modality and encode it.
 
     Returns the vectors, their records, and (image collections) the images as encoded.
@@ -154,7 +176,8 @@ def encode_source(
     if isinstance(labels, (str, os.PathLike)):
         labels = load_labels(labels)
     if col.modality == "vectors":
-        vecs = load_npy(Path(source))
+        vecs = read_vectors_file(source, f"collection {col.name} holds vectors: add takes a "
+                                         f".npy array of shape (n, {col.dim})")
         n = len(vecs)
         return vecs, [(lab, None, None, None) for lab in labels_as_text(labels, n)], None
     if col.modality == "image":
@@ -182,16 +205,36 @@ def add_source(col: Collection, source: str | os.PathLike,
     return col.add_vectors(vecs, records, images=images, wait=wait, quiet=quiet)
 
 
-def _image_records(labels, sources) -> list[Record]:
+def _image_records(labels, sources) -> list[RecordFields]:
     return [(label, src, None, None) for label, src in zip(labels, sources)]
 
 
-def _text_records(data, labels) -> list[Record]:
+def _text_records(data, labels) -> list[RecordFields]:
     """Records of a TextSet: the text itself, and the source's own id kept in ``extra``."""
     return [
         (label, src, text, {"source_id": sid} if sid is not None else None)
         for text, label, src, sid in zip(data.texts, labels, data.sources, data.ids)
     ]
+
+
+def read_vectors_file(path: str | os.PathLike, wanted: str) -> np.ndarray:
+    """The array of a .npy file given as vectors (``add`` on a vector collection, ``query
+    --vector``). Any other file is an InvalidInput saying ``wanted`` and what the file is
+    (an image, a zip), not numpy's "pickled data"."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            head = f.read(12)
+    except FileNotFoundError:
+        raise InvalidInput(f"{wanted}; no such file: {p}") from None
+    except OSError as exc:
+        raise InvalidInput(f"{wanted}; cannot read {p}: {exc.strerror or exc}") from None
+    if not head.startswith(b"\x93NUMPY"):
+        what = next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+        if what is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            what = "a WebP image"
+        raise InvalidInput(f"{wanted}; {p} is {what or 'not a .npy file'}")
+    return load_npy(p)
 
 
 def default_name(source: str) -> str:

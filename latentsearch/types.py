@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 
 from latentsearch.errors import InvalidInput
 
-__all__ = ["Hit", "Record", "hits_table", "label_text", "labels_as_text"]
+__all__ = ["Hit", "Record", "RecordFields", "hits_table", "label_text", "labels_as_text"]
 
-# The stored fields of one item, beside its vector: label, source file, text, extra (a dict
-# stored as JSON). Labels are text.
-Record = tuple[str | None, str | None, str | None, dict | None]
+# The stored fields of one item as a builder hands them over, beside its vector: label,
+# source file, text, extra (a dict stored as JSON). Labels are text.
+RecordFields = tuple[str | None, str | None, str | None, dict | None]
 
 
 @dataclass(frozen=True, slots=True)
 class Hit:
     """One result: a stored item and its distance to the query.
 
-    ``distance`` is Euclidean for metric ``l2`` and ``1 - cosine similarity`` for ``cosine``;
-    0.0 for records returned by ``Collection.get``. ``text`` is None for images and vectors;
-    ``source`` is the file an item came from, when it came from one.
+    ``distance`` is Euclidean for metric ``l2`` and ``1 - cosine similarity`` for ``cosine``.
+    ``text`` is None for images and vectors; ``source`` is the file an item came from, when
+    it came from one.
     """
 
     id: int
@@ -33,6 +33,25 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored item as ``Collection.get`` returns it: what was kept beside its vector.
+
+    No distance: nothing was searched. ``extra`` holds the item's other fields (a CSV
+    column, a JSONL key, ``source_id``); it is empty when there are none.
+    """
+
+    id: int
+    label: str | None = None
+    source: str | None = None
+    text: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)  # hashable by the rest
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "source": self.source, "text": self.text,
+                "extra": dict(self.extra)}
 
 
 def hits_table(hits: list[Hit], indent: str = "") -> list[str]:

@@ -48,6 +48,9 @@ def test_build_query_add_remove_info_list(emb, tmp_path):
     np.save(tmp_path / "q.npy", x[9])
     r = run("query", "emb", "--vector", tmp_path / "q.npy", "-k", 1, "--json")
     assert json.loads(r.stdout)["hits"][0]["id"] == 9
+    np.save(tmp_path / "q3.npy", x[9][:3])
+    r = run("query", "emb", "--vector", tmp_path / "q3.npy")
+    assert r.exit_code == 1 and r.stderr == "error: vectors have dimension 3, the collection has 8\n"
 
     r = run("query", "emb", "--id", 0, "--where", f"label=c{labels[0]}", "--json", "-k", 50)
     assert {h["label"] for h in json.loads(r.stdout)["hits"]} == {f"c{labels[0]}"}
@@ -91,8 +94,10 @@ def test_usage_errors_are_status_2(emb):
 
 
 def test_every_command_has_help_with_an_example():
-    for args in (["build", "vectors"], ["build", "images"], ["build", "text"], ["query"], ["add"],
-                 ["remove"], ["info"], ["list"], ["evaluate"], ["demo"]):
+    # tests/test_rough_edges.py walks every command and group; these are the README's
+    for args in ([], ["build"], ["build", "vectors"], ["build", "images"], ["build", "text"],
+                 ["query"], ["add"], ["remove"], ["compact"], ["info"], ["list"], ["evaluate"],
+                 ["demo"]):
         r = run(*args, "--help")
         assert r.exit_code == 0 and "Example" in r.output, args
 

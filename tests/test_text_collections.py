@@ -105,7 +105,7 @@ def test_cli_text_query_add_and_json(built, articles, tmp_path):
     more = tmp_path / "more.txt"
     more.write_text(articles[0][:400] + "\n", encoding="utf-8")
     r = CliRunner().invoke(main, ["add", "a", str(more), "--root", str(root)])
-    assert r.exit_code == 0 and "added 1 items" in r.output and "ids 80..80" in r.output
+    assert r.exit_code == 0 and "added 1 item to a" in r.output and "ids 80..80" in r.output
     r = CliRunner().invoke(main, ["query", "a", "--root", str(root), "--text", "xyzzy"])
     assert r.exit_code == 1 and r.stderr.startswith("error: no known words in query")
     r = CliRunner().invoke(main, ["query", "a", "--root", str(root), "--image", str(more)])

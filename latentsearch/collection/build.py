@@ -23,10 +23,10 @@ from latentsearch.storage.files import clear_stale_builds, publish_new, staging
 from latentsearch.storage.manifest import MANIFEST, now, write_manifest
 from latentsearch.storage.paths import check_name, resolve_root
 from latentsearch.storage.records import record_row
-from latentsearch.types import Record, labels_as_text
+from latentsearch.types import RecordFields, labels_as_text
 from latentsearch.version import __version__
 
-__all__ = ["create", "build_vectors", "BATCH"]
+__all__ = ["create", "build_vectors", "check_new", "BATCH"]
 
 BATCH = 100_000  # rows checked, normalised and written at a time
 
@@ -36,7 +36,7 @@ def create(
     *,
     encoder: Encoder,
     vectors: np.ndarray,
-    records: Sequence[Record],
+    records: Sequence[RecordFields],
     root: str | os.PathLike | None = None,
     index: str = "auto",
     metric: str = "l2",
@@ -54,7 +54,7 @@ def create(
     written file, so memory grows with the batch and the index, not with a second copy of the
     corpus. ``images`` (uint8 (n, H, W, C)), for image collections, are kept as images.npy.
     """
-    check_name(name)
+    target = check_new(name, root, overwrite)
     if metric not in _index.METRICS:
         raise InvalidInput(f"unknown metric {metric!r}; use one of: {', '.join(_index.METRICS)}")
     if not hasattr(vectors, "shape"):
@@ -65,12 +65,7 @@ def create(
         raise InvalidInput(f"got {len(records)} records for {len(vectors)} vectors")
     if images is not None and len(images) != len(vectors):
         raise InvalidInput(f"got {len(images)} images for {len(vectors)} vectors")
-    root_path = resolve_root(root)
-    target = root_path / name
-    if target.exists() and not overwrite:
-        raise CollectionExists(
-            f"collection {target} already exists; pass --overwrite (overwrite=True) or choose another --name"
-        )
+    root_path = target.parent
     root_path.mkdir(parents=True, exist_ok=True)
     clear_stale_builds(root_path, name)
     n, dim = len(vectors), encoder.dim
@@ -132,6 +127,7 @@ def build_vectors(
 
     ``index``: a spec (``auto``, ``flat``, ``ivf``, ``ivffs``, ``hnsw``, ``ivfpq``) or a FAISS
     factory string; ``recall``: the recall@10 it is tuned to (held-out queries)."""
+    check_new(name, root, overwrite)  # before reading a large file
     if isinstance(vectors, (str, os.PathLike)):
         vectors = load_npy(Path(vectors), mmap=True)  # read batch by batch, not all at once
     if not (isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.shape[1] > 0
@@ -141,6 +137,19 @@ def build_vectors(
     return create(name, encoder=VectorEncoder(vectors.shape[1]), vectors=vectors,
                   records=records, root=root, index=index, metric=metric,
                   overwrite=overwrite, quiet=quiet, recall=recall)
+
+
+def check_new(name: str, root: str | os.PathLike | None = None,
+              overwrite: bool = False) -> Path:
+    """The folder a new collection ``name`` goes to. Builds call it before loading or
+    training anything, so a taken name fails at once (CollectionExists) unless
+    ``overwrite``."""
+    check_name(name)
+    target = resolve_root(root) / name
+    if target.exists() and not overwrite:
+        raise CollectionExists(f"collection {name} already exists at {target}; pass "
+                               "overwrite=True to replace it, or choose another name")
+    return target
 
 
 def _write_vectors(path: Path, vectors, dim: int, metric: str, quiet: bool) -> np.ndarray:

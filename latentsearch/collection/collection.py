@@ -29,7 +29,7 @@ from latentsearch.storage.lock import writer_lock
 from latentsearch.storage.manifest import MANIFEST, read_manifest
 from latentsearch.storage.paths import locate, resolve_root
 from latentsearch.storage.records import record_row
-from latentsearch.types import Hit, Record, labels_as_text
+from latentsearch.types import Hit, Record, RecordFields, labels_as_text
 
 __all__ = ["Collection", "open_collection", "list_collections"]
 
@@ -150,13 +150,13 @@ class Collection:
         """
         return self._snapshot.images(ids)
 
-    def get(self, ids: Iterable[int] | int) -> list[Hit]:
-        """The stored records of ``ids``, as hits at distance 0.0."""
+    def get(self, ids: Iterable[int] | int) -> list[Record]:
+        """The stored records of ``ids``, in the order asked (unknown ids are an error)."""
         snap = self._snapshot
         wanted = [int(ids)] if np.isscalar(ids) else [int(i) for i in ids]
         snap.rows(wanted)
-        found = snap.records(wanted)
-        return [Hit(i, 0.0, *found[i]) for i in wanted]
+        found = snap.records(wanted, extra=True)
+        return [Record(i, *found[i]) for i in wanted]
 
     # -- encoding --------------------------------------------------------------------------
 
@@ -176,59 +176,79 @@ class Collection:
             raise EncoderError(f"encoder returned shape {out.shape}, expected (n, {self.dim})")
         return out
 
-    def _query_vectors(self, queries: Any, batch: bool) -> np.ndarray:
-        """Turn queries (vectors, images or strings) into search-ready float32 rows."""
-        if isinstance(queries, str):
-            if batch:
-                raise InvalidInput("search_batch takes a list of queries, not one string")
-            vecs = self._encode_queries(queries, "text")  # one string: errors say "query"
-        elif isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries):
-            vecs = self._encode_queries(list(queries), "text")
+    def _query_vectors(self, snap: Snapshot, queries: Any, batch: bool,
+                       kind: str | None = None) -> np.ndarray:
+        """Turn queries into search-ready float32 rows. ``kind`` ("vector", "image" or
+        "text") says what they are; None guesses: strings are text, and image collections
+        encode anything that is not a vector of their dimension as images."""
+        dim, modality = snap.dim, snap.manifest["modality"]
+        if kind == "text" or (kind is None and _is_text(queries)):
+            if isinstance(queries, str):
+                if batch:
+                    raise InvalidInput("search_batch takes a list of queries, not one string")
+                vecs = self._encode_queries(queries, "text", modality)  # errors say "query"
+            elif _is_text(queries) and (batch or kind is None):
+                vecs = self._encode_queries(list(queries), "text", modality)
+            else:
+                raise InvalidInput("text= takes a string" if not batch
+                                   else "text= takes a list of strings")
         else:
             arr = np.asarray(queries)
             if arr.dtype == object:
                 raise InvalidInput("queries must be vectors, images or strings")
             # One query is a 1-D vector (or a (1, dim) row); a batch is (n, dim).
-            # Image collections hand anything else to the encoder as images.
             one_row = arr.ndim == 2 and arr.shape[:1] == (1,)
             as_vector = arr.ndim == (2 if batch else 1) or (not batch and one_row)
-            if self.modality == "image" and not (as_vector and arr.shape[-1] == self.dim):
-                vecs = self._encode_queries(arr if batch else arr[None], "image")
+            if kind is None:
+                guess_image = modality == "image" and not (as_vector and arr.shape[-1] == dim)
+                kind = "image" if guess_image else "vector"
+            if kind == "image":
+                vecs = self._encode_queries(arr if batch else arr[None], "image", modality)
             elif not as_vector:
-                shape = "(n, dim)" if batch else f"({self.dim},)"
+                shape = "(n, dim)" if batch else f"({dim},)"
                 raise DimensionMismatch(f"a vector query must have shape {shape}, got {arr.shape}")
             else:
-                vecs = arr
-        vecs = as_vectors(vecs, self.dim)
-        return _index.normalise(vecs) if self.metric == "cosine" else vecs
+                vecs = arr  # a wrong dimension is as_vectors' DimensionMismatch
+        vecs = as_vectors(vecs, dim)
+        return _index.normalise(vecs) if snap.metric == "cosine" else vecs
 
-    def _encode_queries(self, items: Any, kind: str) -> np.ndarray:
-        if self.modality != kind:
+    def _encode_queries(self, items: Any, kind: str, modality: str) -> np.ndarray:
+        if modality != kind:
             raise EncoderError(
-                f"collection {self.name} holds {self.modality}; it cannot be queried by {kind}"
+                f"collection {self.name} holds {modality}; it cannot be queried by {kind}"
             )
         return self.encode(items)
 
     # -- searching -------------------------------------------------------------------------
 
-    def search(self, query: Any, k: int = 10, where: dict[str, Any] | None = None, *,
+    def search(self, query: Any = None, k: int = 10, where: dict[str, Any] | None = None, *,
+               vector: Any = None, image: Any = None, text: str | None = None,
                recall: float | None = None, exact: bool = False) -> list[Hit]:
         """Nearest items to one query: a vector, an image array, or a string.
 
-        ``recall``: the recall@10 wanted, chosen from the curve tuned at build time (default:
-        the build's target); ``exact=True``: brute force over the stored vectors. Distances
-        are exact either way."""
-        vecs = self._query_vectors(query, batch=False)
-        return reader.search_vectors(self._snapshot, vecs, k, where, recall=recall,
-                                     exact=exact)[0]
+        Positional ``query`` is guessed (a string is text; on an image collection anything
+        but a vector of its dimension is an image); ``vector=``, ``image=`` or ``text=``
+        says which, so a vector of the wrong dimension is a DimensionMismatch, never an
+        image. ``recall``: the recall@10 wanted, chosen from the curve tuned at build time
+        (default: the build's target); ``exact=True``: brute force over the stored vectors.
+        Distances are exact either way."""
+        snap = self._snapshot  # one generation for the whole call
+        given, kind = _one_query(query, vector=vector, image=image, text=text)
+        vecs = self._query_vectors(snap, given, batch=False, kind=kind)
+        return reader.search_vectors(snap, vecs, k, where, recall=recall, exact=exact)[0]
 
     def search_batch(
-        self, queries: Any, k: int = 10, where: dict[str, Any] | None = None, *,
+        self, queries: Any = None, k: int = 10, where: dict[str, Any] | None = None, *,
+        vector: Any = None, image: Any = None, text: Sequence[str] | None = None,
         recall: float | None = None, exact: bool = False,
     ) -> list[list[Hit]]:
-        """Nearest items for each of many queries (vectors (n, dim), images, or strings)."""
-        vecs = self._query_vectors(queries, batch=True)
-        return reader.search_vectors(self._snapshot, vecs, k, where, recall=recall, exact=exact)
+        """Nearest items for each of many queries: vectors (n, dim), images (n, H, W[, C])
+        or a list of strings; ``vector=``, ``image=`` or ``text=`` say which, as in
+        :meth:`search`."""
+        snap = self._snapshot
+        given, kind = _one_query(queries, vector=vector, image=image, text=text)
+        vecs = self._query_vectors(snap, given, batch=True, kind=kind)
+        return reader.search_vectors(snap, vecs, k, where, recall=recall, exact=exact)
 
     def neighbors(self, item_id: int, k: int = 10, where: dict[str, Any] | None = None, *,
                   recall: float | None = None, exact: bool = False) -> list[Hit]:
@@ -268,7 +288,7 @@ class Collection:
         records = list(zip(labels_as_text(labels, n), sources or [None] * n, texts, [None] * n))
         return self.add_vectors(vecs, records, images=images, wait=wait, quiet=quiet)
 
-    def add_vectors(self, vecs: np.ndarray, records: Sequence[Record], *,
+    def add_vectors(self, vecs: np.ndarray, records: Sequence[RecordFields], *,
                     images: np.ndarray | None = None, wait: float = 0.0,
                     quiet: bool = True) -> np.ndarray:
         """Append already-encoded vectors with their records (label, source, text, extra).
@@ -330,6 +350,26 @@ class Collection:
             return None
 
         self._write(change, wait)
+
+
+def _is_text(queries: Any) -> bool:
+    """A string, or a non-empty list/tuple of strings."""
+    return isinstance(queries, str) or (isinstance(queries, (list, tuple)) and bool(queries)
+                                        and all(isinstance(q, str) for q in queries))
+
+
+def _one_query(query: Any, **named: Any) -> tuple[Any, str | None]:
+    """The one query given (positional, or one of vector=/image=/text=) and its kind (None:
+    positional, to be guessed)."""
+    given = [(kind, value) for kind, value in named.items() if value is not None]
+    if not given and query is not None:
+        return query, None  # the common case, kept short
+    if query is not None:
+        given.insert(0, (None, query))
+    if len(given) != 1:
+        raise InvalidInput("give one query: positional, or one of vector=, image=, text=")
+    kind, value = given[0]
+    return value, kind
 
 
 def open_collection(

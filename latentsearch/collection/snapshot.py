@@ -165,13 +165,14 @@ class Snapshot:
             raise InvalidInput(f"collection {self.folder.name} keeps no images")
         return self.take(self.main.images, self.delta_images, self.rows(ids))
 
-    def records(self, ids: Sequence[int]) -> dict[int, tuple]:
-        """(label, source, text) by id, each from the segment holding it."""
+    def records(self, ids: Sequence[int], *, extra: bool = False) -> dict[int, tuple]:
+        """(label, source, text) by id, each from the segment holding it (and the extra
+        fields as a dict, with ``extra``)."""
         if isinstance(ids, np.ndarray):
             ids = ids.tolist()
         out: dict[int, tuple] = {}
         if not self.deltas or not ids or max(ids) < int(self.deltas[0].ids[0]):
-            fetch(self.main.records, ids, out)
+            fetch(self.main.records, ids, out, extra=extra)
             return out
         starts = [int(d.ids[0]) for d in self.deltas]
         groups: dict[int, list[int]] = {}
@@ -179,7 +180,7 @@ class Snapshot:
             groups.setdefault(bisect.bisect_right(starts, i), []).append(i)
         databases = self.record_databases
         for segment, part in groups.items():
-            fetch(databases[segment], part, out)
+            fetch(databases[segment], part, out, extra=extra)
         return out
 
     def allowed(self, where: dict[str, Any] | None) -> np.ndarray | None:

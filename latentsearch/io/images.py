@@ -298,11 +298,10 @@ def _array_file(path: Path, size: int, channels: int, limit: int | None) -> Imag
             raise InvalidInput(f"{path} holds pickled Python objects, which are never loaded") from None
         raise InvalidInput(f"{path}: {exc}") from None
     if x.ndim not in (3, 4):
-        raise DimensionMismatch(
-            f"{path}: images must be an array of shape (N, H, W) or (N, H, W, C), got {x.shape}"
-        )
-    if x.ndim == 3:
-        x = x[..., None]
+        raise DimensionMismatch(f"{path}: images must be an array of shape (N, H, W), "
+                                f"(N, H, W, C) or one image (H, W, C), got {x.shape}")
+    if x.ndim == 3:  # one (H, W, C) image (C = 1, 3, 4, unlike W), else N gray (H, W) images
+        x = x[None] if x.shape[-1] in (1, 3, 4) and x.shape[-1] != x.shape[-2] else x[..., None]
     if len(x) == 0:
         raise InvalidInput(f"{path} holds no images (shape {x.shape})")
     n = _limit(len(x), limit)

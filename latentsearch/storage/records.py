@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from latentsearch.errors import CorruptCollection, InvalidInput
-from latentsearch.types import Record
+from latentsearch.types import RecordFields
 
 __all__ = ["RECORDS_SCHEMA", "open_records", "write_records", "record_row", "where_sql",
            "select_ids", "fetch", "all_rows"]
@@ -68,7 +68,7 @@ def write_records(path: Path, rows, base: Path | None = None, delete_ids=None) -
     return path
 
 
-def record_row(item_id: int, record: Record) -> tuple:
+def record_row(item_id: int, record: RecordFields) -> tuple:
     """The records table row of one item."""
     label, source, text, extra = record
     return (int(item_id), label, source, text, json.dumps(extra) if extra else None)
@@ -102,15 +102,18 @@ def select_ids(connections: Sequence[sqlite3.Connection], where: dict[str, Any])
     return found
 
 
-def fetch(con: sqlite3.Connection, ids: Sequence[int], out: dict[int, tuple]) -> None:
-    """(label, source, text) of ``ids`` from one records database, into ``out``."""
+def fetch(con: sqlite3.Connection, ids: Sequence[int], out: dict[int, tuple], *,
+          extra: bool = False) -> None:
+    """(label, source, text) of ``ids`` from one records database, into ``out``; with
+    ``extra``, the extra fields (a dict, empty when none) as a fourth element."""
+    columns = "id, label, source, text, extra" if extra else "id, label, source, text"
     for start in range(0, len(ids), SQL_BATCH):
         chunk = ids[start : start + SQL_BATCH]
         marks = ",".join("?" * len(chunk))
         for row in con.execute(
-            f"SELECT id, label, source, text FROM records WHERE id IN ({marks})", chunk
+            f"SELECT {columns} FROM records WHERE id IN ({marks})", chunk
         ):
-            out[row[0]] = row[1:]
+            out[row[0]] = row[1:] if not extra else (*row[1:4], json.loads(row[4] or "{}"))
 
 
 def all_rows(con: sqlite3.Connection) -> list[tuple]:
