@@ -245,14 +245,11 @@ def _built(col: ls.Collection, as_json: bool) -> None:
 # -- query ---------------------------------------------------------------------------------
 
 
-def _parse_where(pairs: tuple[str, ...]) -> dict[str, str] | None:
-    where = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"--where takes KEY=VALUE, got {pair!r}")
-        where[key.strip()] = value
-    return where or None
+def _parse_where(pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    """The ``--where`` arguments as one filter (latentsearch.filters): ANDed, checked now."""
+    from latentsearch.filters import where_from_cli
+
+    return where_from_cli(pairs)
 
 
 @main.command()
@@ -265,8 +262,14 @@ def _parse_where(pairs: tuple[str, ...]) -> dict[str, str] | None:
               help="Query by one vector in a .npy file (always a vector: a wrong dimension is "
                    "an error).")
 @click.option("-k", "k", type=click.IntRange(1, 100_000), default=10, show_default=True)
-@click.option("--where", multiple=True, metavar="KEY=VALUE",
-              help="Only items whose record matches, e.g. --where label=3 (repeat to AND).")
+@click.option("--where", multiple=True, metavar="FILTER",
+              help="Only items whose fields match: KEY=V, KEY!=V, KEY>V, KEY>=V, KEY<V, KEY<=V, "
+                   "KEY=in:A,B (one of), KEY!=in:A,B (none of), or one JSON object "
+                   "('{\"$or\": [{\"label\": 3}, {\"year\": {\"$lt\": 1990}}]}'). Values "
+                   "that read as numbers compare as numbers (CSV cells too). Repeat to AND. "
+                   "Fields: id (the engine's), label, source, text, source_id (the file's own "
+                   "id) and every CSV column or JSONL key. E.g. --where label=3 "
+                   "--where 'year>=2020' --where 'lang=in:en,fr'.")
 @JSON
 @click.option("--grid", type=click.Path(dir_okay=False), help="Write query and neighbours as one PNG.")
 @click.option("--recall", "recall", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
@@ -283,6 +286,7 @@ def query(name: str, root: str | None, item_id: int | None, image: str | None, t
       latentsearch query news --text "bushfires near Sydney" -k 5
       latentsearch query mnist --image digit.png --grid out.png
       latentsearch query emb --id 3 --recall 0.99
+      latentsearch query notes --text "late trains" --where 'year>=2020' --where lang=en
     """
     given = [x is not None for x in (item_id, image, text, vector)]
     if sum(given) != 1:

@@ -210,10 +210,12 @@ def _image_records(labels, sources) -> list[RecordFields]:
 
 
 def _text_records(data, labels) -> list[RecordFields]:
-    """Records of a TextSet: the text itself, and the source's own id kept in ``extra``."""
+    """Records of a TextSet: the text itself; in ``extra``, the source's other fields (CSV
+    columns, JSONL keys) and its own id as ``source_id`` (``id`` is the engine's)."""
     return [
-        (label, src, text, {"source_id": sid} if sid is not None else None)
-        for text, label, src, sid in zip(data.texts, labels, data.sources, data.ids)
+        (label, src, text, {**(fields or {}), "source_id": sid} if sid is not None else fields)
+        for text, label, src, sid, fields in zip(data.texts, labels, data.sources, data.ids,
+                                                 data.fields)
     ]
 
 

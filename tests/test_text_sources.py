@@ -172,3 +172,54 @@ def test_csv_ragged_row(tmp_path):
     p = tmp_path / "r.csv"
     p.write_text("text,label\na,1\nb,2,extra\n", encoding="utf-8")
     assert f"{p}:3:" in _error(p)
+
+
+def test_csv_keeps_every_other_column_as_a_field(tmp_path):
+    p = tmp_path / "notes.csv"
+    p.write_text("ID,Text,year,Publication Year,lang,\n"
+                 "n1,hello,2020, 1999 ,en,\n"
+                 "n2,world,,2001,,\n", encoding="utf-8")
+    ts = load_text_source(p)
+    assert ts.ids == ["n1", "n2"]  # the file's own id: stored as source_id, not as the id
+    assert ts.fields == [{"year": "2020", "Publication Year": "1999", "lang": "en"},
+                         {"Publication Year": "2001"}]  # cells as text; empty is no value
+
+
+def test_jsonl_keeps_every_other_key_as_a_field(tmp_path):
+    p = tmp_path / "notes.jsonl"
+    rows = [{"text": "a", "id": 7, "year": 2020, "score": 0.5, "tags": ["x"], "ok": True,
+             "note": None}, {"text": "b"}]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    ts = load_text_source(p)
+    assert ts.fields == [{"year": 2020, "score": 0.5, "tags": ["x"], "ok": True, "note": None},
+                         None]  # JSON values as they are: a number stays a number
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("s.csv", "text,source\na,b\n", "field 'source' is reserved"),
+    ("s.csv", "text,id,source_id\na,1,2\n", "field 'source_id' is reserved"),
+    ("s.jsonl", '{"text": "a", "source": "reuters"}\n', "field 'source' is reserved"),
+    ("s.jsonl", '{"text": "a", "id": 1, "source_id": 2}\n', "field 'source_id' is reserved"),
+    ("s.jsonl", '{"text": "a", "x": NaN}\n', "NaN or Infinity"),
+    ("d.csv", "text,year,year\na,1,2\n", "column 'year' appears twice"),
+    ("d.csv", "text,Text\na,b\n", "column 'Text' appears twice"),
+    ("u.csv", "text,,label\na,lost,b\n", "column 2 has a value but no name"),
+])
+def test_fields_that_would_shadow_or_vanish_are_refused(tmp_path, name, content, message):
+    p = tmp_path / name
+    p.write_text(content, encoding="utf-8")
+    assert message in _error(p)
+
+
+def test_a_source_id_without_an_id_is_an_ordinary_field(tmp_path):
+    p = tmp_path / "s.csv"
+    p.write_text("text,source_id\na,x1\n", encoding="utf-8")
+    assert load_text_source(p).fields == [{"source_id": "x1"}]
+
+
+def test_a_field_no_filter_can_name_is_kept_with_a_warning(tmp_path, caplog):
+    p = tmp_path / "w.csv"
+    p.write_text("text,price ($)\na,3\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="latentsearch"):
+        assert load_text_source(p).fields == [{"price ($)": "3"}]
+    assert "'price ($)' is kept, but --where cannot name it" in caplog.text

@@ -6,8 +6,13 @@ A SOURCE is one of
   (latentsearch/data/news_300.txt; the Lee et al. 2005 background corpus), no labels;
 - a ``.txt`` file: one item a line, blank lines skipped, surrounding whitespace stripped;
 - a ``.jsonl`` file: one JSON object a line with a string ``text`` and optional ``label``
-  and ``id`` (strings or numbers, kept as strings), blank lines skipped;
-- a ``.csv`` file: a header row with a ``text`` column and optional ``label`` and ``id``.
+  and ``id`` (strings or numbers, kept as strings), blank lines skipped; every other key is
+  kept as the item's field, its JSON value as it is (a number stays a number);
+- a ``.csv`` file: a header row with a ``text`` column and optional ``label`` and ``id``
+  (found whatever their case); every other column is kept as the item's field, named by its
+  header, each cell as the text it is (surrounding spaces stripped, an empty cell is no
+  value). ``where`` compares cells that read as numbers as numbers (latentsearch.filters),
+  so ``year >= 2020`` works on a column of years and ``"007"`` stays ``"007"``.
 
 Files must be UTF-8 (a leading byte-order mark is allowed). Every problem is an
 :class:`InvalidInput` with a one-line message naming the file and, where there is one,
@@ -16,8 +21,11 @@ the line. Items are not truncated here: the text encoder encodes the first
 in the collection's records.
 
 ``source`` of each item is ``"<path>:<line>"`` (``"news:<line>"`` for the sample), so a hit
-can be traced back to the line it came from; ``id`` is the file's own id field, kept as a
-record field (collection ids are always the collection's own stable integers).
+can be traced back to the line it came from. The file's own ``id`` is kept as the field
+``source_id``: collection ids (``Hit.id``, ``where={"id": ...}``) are always the engine's own
+stable integers. A field named ``source`` (or ``source_id`` beside an ``id``) would shadow
+one of these and is refused; a field whose name a filter cannot use (see
+:data:`latentsearch.filters.FIELD_NAME`) is kept, with a warning.
 """
 
 from __future__ import annotations
@@ -27,8 +35,11 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable
 
 from latentsearch.errors import InvalidInput
+from latentsearch.filters import is_field_name
+from latentsearch.progress import warn
 
 __all__ = ["TextSet", "load_text_source", "read_text", "read_texts_file", "NEWS_PATH", "SUFFIXES"]
 
@@ -40,16 +51,18 @@ SUFFIXES = (".txt", ".jsonl", ".csv")
 
 @dataclass
 class TextSet:
-    """Items of a text source, in source order; all four lists have the same length."""
+    """Items of a text source, in source order; all five lists have the same length.
+    ``fields``: each item's other fields (CSV columns, JSONL keys), or None."""
 
     texts: list[str]
     labels: list[str | None] = field(default_factory=list)
     ids: list[str | None] = field(default_factory=list)
     sources: list[str | None] = field(default_factory=list)
+    fields: list[dict[str, Any] | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.texts)
-        for name in ("labels", "ids", "sources"):
+        for name in ("labels", "ids", "sources", "fields"):
             if not getattr(self, name):
                 setattr(self, name, [None] * n)
             elif len(getattr(self, name)) != n:
@@ -104,11 +117,32 @@ def _load_txt(text: str, source: str) -> TextSet:
             out.labels.append(None)
             out.ids.append(None)
             out.sources.append(f"{source}:{n}")
+            out.fields.append(None)
     return out
+
+
+# the field names the engine gives every item; a source's own field may not take them
+_RESERVED = ("source",)
+
+
+def _refuse_reserved(name: str, has_id: bool, where: str) -> None:
+    """A field that would shadow ``source`` (or ``source_id``, beside an ``id``) is refused."""
+    if name.lower() in _RESERVED or has_id and name.lower() == "source_id":
+        raise InvalidInput(
+            f"{where}: field {name!r} is reserved (the engine keeps each item's file:line in "
+            "'source' and the file's own id in 'source_id'); rename it")
+
+
+def _warn_unfilterable(names: Iterable[str], where: str) -> None:
+    for name in names:
+        if not is_field_name(name):
+            warn(f"{where}: field {name!r} is kept, but --where cannot name it (a field name "
+                 "is letters, digits, '_', and inner spaces, '.' or '-')")
 
 
 def _load_jsonl(text: str, shown: str) -> TextSet:
     out = TextSet([])
+    seen: set[str] = set()  # field names met so far (each is warned about once)
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -129,6 +163,18 @@ def _load_jsonl(text: str, shown: str) -> TextSet:
         out.labels.append(_field(obj.get("label"), shown, n, "label"))
         out.ids.append(_field(obj.get("id"), shown, n, "id"))
         out.sources.append(f"{shown}:{n}")
+        fields = {k: v for k, v in obj.items() if k not in ("text", "label", "id")}
+        for key in fields:
+            _refuse_reserved(key, "id" in obj, f"{shown}:{n}")
+        try:
+            json.dumps(fields, allow_nan=False)
+        except ValueError:
+            raise InvalidInput(f"{shown}:{n}: NaN or Infinity in a field (JSON has no such "
+                               "numbers; write null or a string)") from None
+        if fields.keys() - seen:
+            _warn_unfilterable(sorted(fields.keys() - seen), f"{shown}:{n}")
+            seen.update(fields)
+        out.fields.append(fields or None)
     return out
 
 
@@ -140,12 +186,22 @@ def _load_csv(text: str, shown: str) -> TextSet:
             header = next(reader, None)  # leading blank lines
         if header is None:
             raise InvalidInput(f"no items in {shown} (empty file)")
-        names = [h.strip().lower() for h in header]
-        if "text" not in names:
-            raise InvalidInput(
-                f"{shown}: missing 'text' column (columns: {', '.join(h.strip() for h in header)})"
-            )
-        col = {k: names.index(k) for k in ("text", "label", "id") if k in names}
+        names = [h.strip() for h in header]
+        lowered = [h.lower() for h in names]
+        if "text" not in lowered:
+            raise InvalidInput(f"{shown}: missing 'text' column (columns: {', '.join(names)})")
+        col = {k: lowered.index(k) for k in ("text", "label", "id") if k in lowered}
+        others = {i: h for i, h in enumerate(names) if i not in col.values() and h}
+        seen: set[str] = set()
+        for h in names:
+            key = h.lower() if h.lower() in col else h  # text/label/id in any case
+            if h and key in seen:
+                raise InvalidInput(f"{shown}: column {h!r} appears twice in the header")
+            seen.add(key)
+        for h in others.values():
+            _refuse_reserved(h, "id" in col, shown)
+        _warn_unfilterable(others.values(), shown)
+        unnamed = [i for i, h in enumerate(names) if not h]
         out = TextSet([])
         for row in reader:
             n = reader.line_num
@@ -162,6 +218,12 @@ def _load_csv(text: str, shown: str) -> TextSet:
             out.labels.append(row[col["label"]].strip() or None if "label" in col else None)
             out.ids.append(row[col["id"]].strip() or None if "id" in col else None)
             out.sources.append(f"{shown}:{n}")
+            fields = {h: row[i].strip() for i, h in others.items() if row[i].strip()}
+            out.fields.append(fields or None)
+            for i in unnamed:
+                if row[i].strip():
+                    raise InvalidInput(f"{shown}:{n}: column {i + 1} has a value but no name "
+                                       "in the header")
         return out
     except csv.Error as exc:
         raise InvalidInput(f"{shown}:{reader.line_num}: malformed CSV ({exc})") from None
