@@ -15,6 +15,7 @@ instead of building small ones.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import re
@@ -36,6 +37,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 DESKTOP = {"width": 1280, "height": 720}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 30_000  # a ceiling for each wait, never a timing assertion
+WATCHDOG_S = 600  # the whole module takes ~40 s alone, ~2 min on a crowded machine
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does it)",
@@ -43,7 +45,8 @@ if not Path(CHROMIUM).exists():
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:
-    pytest.skip("the playwright package is missing (pip install -e '.[test]')", allow_module_level=True)
+    pytest.skip("the playwright package is missing (pip install -e '.[test]')",
+                allow_module_level=True)
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -102,10 +105,16 @@ def server(collections_root):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    # Playwright's sync API can wait forever when its driver or the browser dies; rather than
+    # hold CI until its time limit, print every thread's stack and end the run.
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield b
+            b.close()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture
@@ -134,13 +143,14 @@ def _shot(tab, tmp_path: Path, name: str, full_page: bool = False) -> Path:
     return path
 
 
-def _open(tab, server, name: str, query: str = "") -> None:
-    tab.goto(f"{server.url}/{query}#{name}")
+def _open(tab, server, name: str) -> None:
+    tab.goto(f"{server.url}/#{name}")
     expect(tab.locator("#collection")).to_have_value(name)
 
 
 def _hit_ids(tab) -> list[int]:
-    return [int(i) for i in tab.locator("#results .hit").evaluate_all("cs => cs.map(c => c.dataset.id)")]
+    cards = tab.locator("#results .hit")
+    return [int(i) for i in cards.evaluate_all("cs => cs.map(c => c.dataset.id)")]
 
 
 def test_text_query_shows_snippets(page, server, tmp_path):
@@ -157,6 +167,15 @@ def test_text_query_shows_snippets(page, server, tmp_path):
     expect(page.locator("#evaluate")).to_contain_text("no labels")
     expect(page.locator("#evaluate")).to_contain_text("recall@10")
     _shot(page, tmp_path, "serve-text")
+
+    # a click on a snippet: that article's neighbours, its own text quoted as the query
+    first = _hit_ids(page)[0]
+    page.locator("#results .hit").first.click()
+    expect(page.locator("#query .asked-id")).to_have_text(f"#{first}")
+    expect(page.locator("#query q")).not_to_be_empty()
+    page.wait_for_function(
+        f"() => !['{first}'].includes(document.querySelector('#results .hit')?.dataset.id)"
+        f" && document.querySelectorAll('#results .hit').length === 20", timeout=TIMEOUT_MS)
 
 
 def test_image_upload_shows_thumbnails_and_a_click_shows_neighbours(page, server, tmp_path,
@@ -184,10 +203,12 @@ def test_image_upload_shows_thumbnails_and_a_click_shows_neighbours(page, server
     expect(page.locator("#evaluate .bars .name")).to_contain_text(
         ["latents (this index)", "chance", "raw input, exact", "PCA of raw input"])
     expect(page.locator("#evaluate .columns i")).to_have_count(10)
-    with urllib.request.urlopen(f"{server.url}/collections/mnist/evaluate") as res:  # cached
+    url = f"{server.url}/collections/mnist/evaluate"  # cached by the server
+    with urllib.request.urlopen(url, timeout=60) as res:
         report = json.load(res)
     expect(page.locator("#evaluate .bars .value")).to_have_text(
-        [f"{report['agreement']:.3f}"] + [f"{b['agreement']:.3f}" for b in report["baselines"].values()])
+        [f"{v:.3f}" for v in [report["agreement"]]
+         + [b["agreement"] for b in report["baselines"].values()]])
     _shot(page, tmp_path, "serve-images")
 
     # click a result: the page asks for its neighbours (the query shown becomes that id)
@@ -196,8 +217,9 @@ def test_image_upload_shows_thumbnails_and_a_click_shows_neighbours(page, server
     expect(page.locator("#query .asked-id")).to_have_text(f"#{clicked}")
     expect(page.locator("#id")).to_have_value(str(clicked))
     page.wait_for_function(
-        f"() => {{ const ids = [...document.querySelectorAll('#results .hit')].map(c => c.dataset.id);"
-        f" return ids.length === 20 && !ids.includes('{clicked}'); }}", timeout=TIMEOUT_MS)
+        "(clicked) => { const ids = [...document.querySelectorAll('#results .hit')]"
+        ".map(c => Number(c.dataset.id)); return ids.length === 20 && !ids.includes(clicked); }",
+        arg=clicked, timeout=TIMEOUT_MS)
     expected = [h.id for h in col.neighbors(clicked, 20)]
     assert _hit_ids(page) == expected
     page.screenshot(path=str(tmp_path / "neighbours.png"))
@@ -267,7 +289,8 @@ def test_token_from_the_address_or_typed_after_a_401(browser, collections_root):
             tab.goto(f"{srv.url}/?token=s3cret-token#mnist")
             expect(tab.locator("#collection")).to_have_value("mnist")
             assert "token" not in tab.url
-            assert tab.evaluate("() => sessionStorage.getItem('latentsearch-token')") == "s3cret-token"
+            kept = tab.evaluate("() => sessionStorage.getItem('latentsearch-token')")
+            assert kept == "s3cret-token"
             tab.fill("#id", "3")
             tab.press("#id", "Enter")
             expect(tab.locator("#results .hit")).to_have_count(20)

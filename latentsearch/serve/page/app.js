@@ -121,7 +121,7 @@ async function start() {
   const select = $("collection");
   select.replaceChildren(...collections.map((c) => new Option(c.name, c.name)));
   if (!collections.length) {
-    return showError({ message: "this server serves no collection yet: build one with latentsearch build" });
+    return showError({ message: "this server serves no collection yet (latentsearch build ...)" });
   }
   state.collections = collections;
   const wanted = decodeURIComponent(location.hash.slice(1));
@@ -135,7 +135,8 @@ function choose(name) {
   state.last = null;
   state.seq++; // a search still under way for the previous collection draws nothing
   history.replaceState(null, "", `${location.pathname}#${encodeURIComponent(name)}`);
-  $("meta").textContent = `${col.modality} · ${col.count.toLocaleString()} items · ${col.dim}-d ${col.metric} · ${col.index}`;
+  $("meta").textContent = `${col.modality} · ${col.count.toLocaleString()} items · ` +
+    `${col.dim}-d ${col.metric} · ${col.index}`;
   $("text-form").hidden = col.modality !== "text";
   $("drop").hidden = col.modality !== "image";
   $("results").replaceChildren();
@@ -147,7 +148,8 @@ function choose(name) {
 
 function hint(modality) {
   const how = { text: "Type a query", image: "Drop an image", vectors: "Give an id" }[modality];
-  return `${how || "Give an id"} to search ${state.current.name}; click any result to see its neighbours.`;
+  return `${how || "Give an id"} to search ${state.current.name}; ` +
+    "click any result to see its neighbours.";
 }
 
 // ---- searching ---------------------------------------------------------------------------
@@ -186,7 +188,8 @@ function showHits(hits, ms) {
   const grid = $("results");
   grid.className = images ? "grid images" : "grid texts";
   grid.replaceChildren(...hits.map((hit) => hitCard(hit, images)));
-  $("query").append(el("span", "muted count", ` · ${hits.length} results in ${Math.round(ms)} ms`));
+  const count = ` · ${hits.length} results in ${Math.round(ms)} ms`;
+  $("query").append(el("span", "muted count", count));
 }
 
 function hitCard(hit, images) {
@@ -218,7 +221,9 @@ function searchId(id) {
   } else if (state.current.modality === "text") {
     const quote = el("q", "muted");
     asked.push(" ", quote);
-    api(itemPath(id)).then((item) => (quote.textContent = (item.text || "").slice(0, 140)), () => {});
+    api(itemPath(id))
+      .then((item) => (quote.textContent = (item.text || "").slice(0, 140)))
+      .catch(() => {}); // the query line is only less informative
   }
   search({ id }, asked);
 }
@@ -233,7 +238,8 @@ function searchFile(file) {
     const preview = el("img");
     preview.src = reader.result;
     preview.alt = file.name;
-    search({ image: reader.result }, [preview, el("span", null, "image "), el("b", "asked-file", file.name)]);
+    const asked = [preview, el("span", null, "image "), el("b", "asked-file", file.name)];
+    search({ image: reader.result }, asked);
   };
   reader.onerror = () => showError({ message: `cannot read ${file.name}` });
   reader.readAsDataURL(file); // a data: URL, which the API takes as `image`
@@ -255,16 +261,20 @@ async function loadEvaluate(name) {
 function claim(r) {
   const out = [];
   if (r.agreement != null) {
-    out.push(el("p", null, `agreement@${r.k}: the share of an item's ${r.k} nearest neighbours that ` +
-      `carry its label (${r.n_queries.toLocaleString()} items sampled)`));
+    out.push(el("p", null, `agreement@${r.k}: the share of an item's ${r.k} nearest ` +
+      `neighbours that carry its label (${r.n_queries.toLocaleString()} items sampled)`));
     const rows = [["latents (this index)", r.agreement, "ours"]];
-    for (const [key, row] of Object.entries(r.baselines)) rows.push([BASELINE_NAMES[key] || key, row.agreement, key]);
+    for (const [key, row] of Object.entries(r.baselines)) {
+      rows.push([BASELINE_NAMES[key] || key, row.agreement, key]);
+    }
     out.push(barTable(rows));
     out.push(el("h3", null, "agreement by distance"));
     out.push(el("p", "muted", "every item's nearest neighbours in ten equal bands, nearest first"));
-    out.push(distanceBars(r.agreement_by_distance, r.baselines.chance && r.baselines.chance.agreement));
+    const chance = r.baselines.chance && r.baselines.chance.agreement;
+    out.push(distanceBars(r.agreement_by_distance, chance));
   }
-  out.push(el("p", null, `recall@${r.k} of the index against exact search: ${fmt(r.recall_vs_exact)}`));
+  const recall = `recall@${r.k} of the index against exact search: ${fmt(r.recall_vs_exact)}`;
+  out.push(el("p", null, recall));
   for (const note of r.notes) out.push(el("p", "muted note", note));
   return out;
 }
