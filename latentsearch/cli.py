@@ -160,6 +160,10 @@ def build_vectors_cmd(file: str, labels: str | None, name: str | None, root: str
 @click.option("--size", type=click.IntRange(4, 1024), default=28, show_default=True,
               help="Images are resized to SIZE x SIZE.")
 @click.option("--color", type=click.Choice(["gray", "rgb"]), default="gray", show_default=True)
+@click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default="crop",
+              show_default=True,
+              help="How non-square images become square: crop the centre, pad with black, or "
+                   "stretch. Queries are made square the same way.")
 @click.option("--epochs", type=click.IntRange(1, 10_000), default=None,
               help="Training epochs (default: the encoder's, with early stopping).")
 @INDEX
@@ -172,20 +176,22 @@ def build_vectors_cmd(file: str, labels: str | None, name: str | None, root: str
 @JSON
 @_cli_words
 def build_images_cmd(source: str, name: str | None, root: str | None, encoder: str,
-                     latent_dim: int, size: int, color: str, epochs: int | None, index_spec: str,
-                     recall: float, metric: str | None, seed: int, overwrite: bool,
-                     quiet: bool, as_json: bool) -> None:
+                     latent_dim: int, size: int, color: str, fit: str, epochs: int | None,
+                     index_spec: str, recall: float, metric: str | None, seed: int,
+                     overwrite: bool, quiet: bool, as_json: bool) -> None:
     """Train an image autoencoder on SOURCE and index the latents.
 
     SOURCE: mnist (built-in 5,000 digits), mnist-full (needs the internet), a folder of
-    .png/.jpg/.jpeg/.bmp/.gif (subfolder names become labels), or a .npy/.npz array.
+    .png/.jpg/.jpeg/.bmp/.gif/.webp/.tif images (subfolder names become labels; other
+    files are listed as skipped), or a .npy/.npz array.
 
     \b
     Example:
       latentsearch build images ./photos --name photos --color rgb --size 64
+      latentsearch build images ./photos --name photos --fit pad
     """
     col = ls.build_images(source, name=name, root=root, encoder=encoder, latent_dim=latent_dim,
-                          size=size, color=color, epochs=epochs, index=index_spec,
+                          size=size, color=color, fit=fit, epochs=epochs, index=index_spec,
                           metric=metric, seed=seed, overwrite=overwrite, quiet=quiet,
                           recall=recall)
     _built(col, as_json)
@@ -271,7 +277,8 @@ def _parse_where(pairs: tuple[str, ...]) -> dict[str, Any] | None:
                    "id) and every CSV column or JSONL key. E.g. --where label=3 "
                    "--where 'year>=2020' --where 'lang=in:en,fr'.")
 @JSON
-@click.option("--grid", type=click.Path(dir_okay=False), help="Write query and neighbours as one PNG.")
+@click.option("--grid", type=click.Path(dir_okay=False),
+              help="Write query and neighbours as one picture (.png, .jpg or .webp).")
 @click.option("--recall", "recall", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="recall@10 wanted: a point of the curve tuned at build time (no rebuild).")
 @click.option("--exact", is_flag=True, help="Brute force over the stored vectors.")
@@ -291,6 +298,10 @@ def query(name: str, root: str | None, item_id: int | None, image: str | None, t
     given = [x is not None for x in (item_id, image, text, vector)]
     if sum(given) != 1:
         raise click.UsageError("give exactly one of --id, --image, --text, --vector")
+    if grid:
+        from latentsearch.io.png import picture_format
+
+        picture_format(grid)  # a suffix it cannot write is refused before the query
     col = ls.open(name, root)
     filt = _parse_where(where)
     knobs = {"recall": recall, "exact": exact}
@@ -320,7 +331,8 @@ def query(name: str, root: str | None, item_id: int | None, image: str | None, t
     if grid:
         from latentsearch.report.pictures import write_query_grid
 
-        write_query_grid(col, grid, hits, query_tile=query_tile, query_id=item_id)
+        write_query_grid(col, grid, hits, query_tile=query_tile, query_id=item_id,
+                         query_name=Path(image).name if image else None)
         click.echo(f"wrote {grid}", err=True)
     if as_json:
         _echo_json({"query": described, "hits": [h.to_dict() for h in hits]})
@@ -561,7 +573,9 @@ def list_cmd(root: str | None, as_json: bool) -> None:
               help="How many items (seeded) query the collection.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @JSON
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write the latent map and curve as a PNG.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Write the latent map and the agreement curve as a picture (.png, .jpg or "
+                   ".webp; needs the plot extra).")
 def evaluate(name: str, root: str | None, k: int, sample: int, seed: int, as_json: bool,
              plot: str | None) -> None:
     """Measure whether closer vectors mean same-label items, beside baselines.
@@ -570,6 +584,10 @@ def evaluate(name: str, root: str | None, k: int, sample: int, seed: int, as_jso
     Example:
       latentsearch evaluate mnist --plot mnist.png
     """
+    if plot:
+        from latentsearch.report.pictures import check_plot_path
+
+        check_plot_path(plot)  # suffix and matplotlib, before the evaluation runs
     col = ls.open(name, root)
     report = ls.evaluate(col, k=k, sample=sample, seed=seed)
     if plot:

@@ -52,12 +52,12 @@ def image_color(config: dict[str, Any]) -> str:
 
 def read_query_image(col: Collection, path: str | os.PathLike) -> np.ndarray:
     """An image file as ``col``'s encoder takes it (its size and colour), for ``query --image``."""
-    from latentsearch.io.images import read_image_file
+    from latentsearch.io.images import image_options, read_image_file
 
     cfg = col.manifest["encoder"]["config"]
     if col.modality != "image":
         raise EncoderError(f"collection {col.name} holds {col.modality}; it cannot be queried by image")
-    return read_image_file(path, size=int(cfg.get("size", 28)), color=image_color(cfg))
+    return read_image_file(path, **image_options(cfg))  # size, colour, fit as built
 
 
 def build_images(
@@ -70,6 +70,7 @@ def build_images(
     latent_dim: int = 32,
     size: int = 28,
     color: str = "gray",
+    fit: str = "crop",
     epochs: int | None = None,
     index: str = "auto",
     metric: str | None = None,
@@ -85,6 +86,8 @@ def build_images(
     array of images (N, H, W[, C]) as ``build_vectors`` takes vectors (``name`` required).
     ``labels``, one per image, replace the source's own. ``metric`` defaults to the one the
     encoder recommends for its latents. A taken ``name`` fails before anything is loaded.
+    ``fit``: how non-square images become square (``crop`` the centre, ``pad`` with black,
+    ``stretch``), kept in the encoder's config so queries are made square the same way.
     """
     from latentsearch.io.images import ImageSet, conform_images, load_image_source
 
@@ -100,18 +103,20 @@ def build_images(
     if is_array:
         if color not in ("gray", "rgb"):
             raise InvalidInput(f"color must be 'gray' or 'rgb', got {color!r}")
-        images = conform_images(source, size=size, channels=1 if color == "gray" else 3)
+        images = conform_images(source, size=size, channels=1 if color == "gray" else 3,
+                                fit=fit)
         data = ImageSet(images, [None] * len(images), [None] * len(images))
         source = f"array {tuple(source.shape)}"  # what the manifest says it was built from
     else:
         _say(f"loading images from {source}", quiet)
-        data = load_image_source(source, size=size, color=color)
+        data = load_image_source(source, size=size, color=color, fit=fit)
     if labels is not None:
         data.labels = labels_as_text(labels, len(data.images))
     _say(f"{len(data.images)} images of {size}x{size} {color}; training {encoder} autoencoder", quiet)
     import_tensorflow()  # training needs it; imported once, without its start-up chatter
     t0 = time.perf_counter()
-    enc = cls.fit(data.images, latent_dim=latent_dim, epochs=epochs, seed=seed, quiet=quiet)
+    enc = cls.fit(data.images, latent_dim=latent_dim, epochs=epochs, seed=seed, quiet=quiet,
+                  fit=fit)
     vectors = enc.encode(data.images)
     _say(f"trained and encoded in {time.perf_counter() - t0:.1f}s", quiet)
     records = _image_records(data.labels, data.sources)
@@ -181,10 +186,9 @@ def encode_source(
         n = len(vecs)
         return vecs, [(lab, None, None, None) for lab in labels_as_text(labels, n)], None
     if col.modality == "image":
-        from latentsearch.io.images import load_image_source
+        from latentsearch.io.images import image_options, load_image_source
 
-        cfg = col.manifest["encoder"]["config"]
-        data = load_image_source(source, size=int(cfg.get("size", 28)), color=image_color(cfg))
+        data = load_image_source(source, **image_options(col.manifest["encoder"]["config"]))
         vecs = col.encode(data.images)
         labs = labels_as_text(labels, len(vecs)) if labels is not None else data.labels
         return vecs, _image_records(labs, data.sources), data.images

@@ -143,7 +143,8 @@ def test_fit_refuses_bad_input():
 
 
 def test_image_file_query_finds_itself(conv: ConvAutoencoder, digits, tmp_path: Path):
-    from latentsearch.io.images import encode_png, read_image_file
+    from latentsearch.io.images import read_image_file
+    from latentsearch.io.png import encode_png
 
     (tmp_path / "q.png").write_bytes(encode_png(digits[42]))
     z_all = conv.encode(digits)
@@ -305,7 +306,7 @@ def _run(code: str) -> str:
 @pytest.fixture(scope="module")
 def image_collection(digits, tmp_path_factory):
     import latentsearch as ls
-    from latentsearch.io.images import encode_png
+    from latentsearch.io.png import encode_png
 
     base = tmp_path_factory.mktemp("nt")
     np.save(base / "d.npy", digits[:120, :, :, 0])

@@ -1,7 +1,12 @@
-"""Image sources (mnist, folders, .npy/.npz), image files, and the PNG grid writer."""
+"""Image sources (mnist, folders, .npy/.npz), image files, and the grid writer.
+
+Files are read by Pillow; the PNGs of every colour type and filter written here by hand are
+checked against libpng (TensorFlow's decoder) and against the array path."""
 
 from __future__ import annotations
 
+import io
+import logging
 import struct
 import sys
 import zlib
@@ -9,39 +14,48 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from latentsearch.errors import DimensionMismatch, InvalidInput
-from latentsearch.io.images import ImageSet, conform_images, load_image_source, read_image_file
+from latentsearch.io.images import (ImageSet, conform_images, load_image_source, open_image,
+                                    read_image_file)
 from latentsearch.io.pixels import to_uint8
 from latentsearch.io.png import encode_png
-from latentsearch.report.pictures import write_grid_png
+from latentsearch.report.pictures import write_grid
 
 
-# ------------------------------------------------------------------ a PNG reader for checks
+class Warnings(logging.Handler):
+    """The warnings the library logs (the 'latentsearch' logger), whatever handlers the CLI
+    tests left on it."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
 
 
-def parse_png(data: bytes) -> tuple[dict, np.ndarray]:
-    """Check signature and every CRC, return (IHDR fields, pixels) of an unfiltered 8-bit PNG."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, kind
-        chunks.append((kind, body))
-        pos += 12 + length
-    assert pos == len(data)
-    kinds = [k for k, _ in chunks]
-    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND"
-    w, h, depth, ctype, comp, filt, inter = struct.unpack(">IIBBBBB", chunks[0][1])
-    assert (depth, comp, filt, inter) == (8, 0, 0, 0)
-    channels = {0: 1, 2: 3}[ctype]
-    raw = zlib.decompress(b"".join(b for k, b in chunks if k == b"IDAT"))
-    rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + w * channels)
-    assert (rows[:, 0] == 0).all()  # filter type None on every row
-    return {"width": w, "height": h, "channels": channels}, rows[:, 1:].reshape(h, w, channels)
+@pytest.fixture
+def logged():
+    handler = Warnings()
+    logger = logging.getLogger("latentsearch")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def read_png(data: bytes) -> np.ndarray:
+    """The pixels of PNG bytes, read by Pillow (an 8-bit gray or RGB PNG)."""
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG" and img.mode in ("L", "RGB"), img.mode
+    return np.asarray(img)
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -102,14 +116,15 @@ def test_mnist_full_offline_is_clear(monkeypatch):
         load_image_source("mnist-full")
 
 
-def test_folder_labels_skips_and_warns(photo_folder: Path, capsys):
+def test_folder_labels_skips_and_warns(photo_folder: Path, logged):
     s = load_image_source(photo_folder, size=28, color="gray")
     assert s.images.shape == (7, 28, 28, 1)
     assert s.labels == ["cats"] * 3 + ["dogs"] * 3 + [None]
     assert s.sources[0].endswith("cats/0.png") and s.sources[-1].endswith("top.png")
-    assert len(s.skipped) == 1 and s.skipped[0][0].endswith("broken.png")
-    err = capsys.readouterr().err
-    assert "skipped 1 unreadable" in err and "broken.png" in err
+    # the text file is listed too (it used to be dropped without a word)
+    assert [Path(p).name for p, _ in s.skipped] == ["notes.txt", "broken.png"]
+    assert s.skipped[0][1] == "not an image file (.txt)"
+    assert "skipped 2 file(s)" in logged.text and "broken.png" in logged.text
     # the red top-level image became gray of the right luminance
     assert abs(int(s.images[-1].mean()) - round(200 * 0.2989)) <= 1
 
@@ -125,12 +140,12 @@ def test_empty_folder_is_clear(tmp_path: Path):
         load_image_source(tmp_path / "empty")
 
 
-def test_folder_with_only_unreadable_files(tmp_path: Path, capsys):
+def test_folder_with_only_unreadable_files(tmp_path: Path, logged):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "a.jpg").write_bytes(b"garbage")
     with pytest.raises(InvalidInput, match="could be read"):
         load_image_source(tmp_path / "bad")
-    assert "a.jpg" in capsys.readouterr().err
+    assert "a.jpg" in logged.text
 
 
 def test_missing_source(tmp_path: Path):
@@ -181,24 +196,23 @@ def test_pickled_npy_refused(tmp_path: Path):
         load_image_source(tmp_path / "evil.npy")
 
 
-def test_huge_png_header_refused_before_decoding(tmp_path: Path, capsys):
+def test_huge_png_header_refused_before_decoding(tmp_path: Path, logged):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_header_only(60_000, 60_000))
-    with pytest.raises(InvalidInput, match="60000x60000"):
+    # past twice Pillow's own limit: its DecompressionBombError, as our message
+    with pytest.raises(InvalidInput, match="3,600,000,000 pixels.*decompression bomb"):
         read_image_file(bomb)
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "bomb.png").write_bytes(png_header_only(20_000, 10))
     (tmp_path / "dir" / "ok.png").write_bytes(encode_png(digit_like(1)))
     s = load_image_source(tmp_path / "dir")
     assert len(s) == 1 and "20000x10" in s.skipped[0][1]
-    assert "bomb.png" in capsys.readouterr().err
+    assert "bomb.png" in logged.text
 
 
 def test_image_file_formats_and_errors(tmp_path: Path):
-    import tensorflow as tf
-
     img = np.stack([digit_like(3, 40)] * 3, axis=-1)
-    (tmp_path / "q.jpg").write_bytes(tf.io.encode_jpeg(img).numpy())
+    Image.fromarray(img).save(tmp_path / "q.jpg", quality=95)
     (tmp_path / "q.png").write_bytes(encode_png(img))
     for name in ("q.jpg", "q.png"):
         out = read_image_file(tmp_path / name, size=28, color="gray")
@@ -232,21 +246,25 @@ def test_encode_png_roundtrip_gray_and_rgb():
     rng = np.random.default_rng(1)
     for shape in ((7, 5), (6, 9, 3)):
         img = rng.integers(0, 256, shape, dtype=np.uint8)
-        info, pixels = parse_png(encode_png(img))
-        assert (info["height"], info["width"]) == shape[:2]
-        np.testing.assert_array_equal(pixels.reshape(shape), img)
+        pixels = read_png(encode_png(img))
+        assert pixels.shape == shape
+        np.testing.assert_array_equal(pixels, img)
+    np.testing.assert_array_equal(read_png(encode_png(img[..., :1])), img[..., 0])  # (H, W, 1)
+    with pytest.raises(DimensionMismatch):
+        encode_png(np.zeros((4, 4, 2), np.uint8))
 
 
-def test_grid_png_parses(tmp_path: Path):
+def test_grid_picture_opens(tmp_path: Path):
     tiles = [np.full((28, 28, 1), 40 * i, np.uint8) for i in range(6)]
-    captions = ["query"] + [f"#{i} d=0.{i}3 L={i}" for i in range(1, 6)]
-    out = write_grid_png(tmp_path / "grid.png", tiles, captions, title="mnist k=5")
-    info, pixels = parse_png(out.read_bytes())
-    assert info["channels"] == 3 and info["width"] > 6 * 28 * 4 and info["height"] > 28 * 4
+    captions = ["query"] + [[f"#{i}", str(i), f"d=0.{i}3"] for i in range(1, 6)]
+    out = write_grid(tmp_path / "grid.png", tiles, captions, title="mnist k=5")
+    pixels = read_png(out.read_bytes())
+    assert pixels.ndim == 3 and pixels.shape[1] > 6 * 28 * 4 and pixels.shape[0] > 28 * 4
     assert pixels[0, 0].tolist() == [255, 255, 255]  # white background
-    assert (pixels == 0).all(axis=-1).any()  # black ink (captions, dark tile)
+    assert (pixels == 0).all(axis=-1).any()  # the dark first neighbour tile
+    assert (pixels.astype(int).sum(-1) < 150).any()  # dark ink of the captions
     with pytest.raises(InvalidInput):
-        write_grid_png(tmp_path / "x.png", tiles, captions[:2])
+        write_grid(tmp_path / "x.png", tiles, captions[:2])
 
 
 @pytest.mark.slow
@@ -277,19 +295,23 @@ def test_truncated_headers_are_skipped_not_crashing(tmp_path: Path):
 
 
 def test_jpeg_and_gif_and_bmp_headers(tmp_path: Path):
-    import tensorflow as tf
-
-    from latentsearch.io.png import image_header_size
-
     img = np.zeros((30, 50, 3), np.uint8)
-    (tmp_path / "a.jpg").write_bytes(tf.io.encode_jpeg(img).numpy())
-    assert image_header_size(tmp_path / "a.jpg") == ("jpeg", 50, 30)
-    (tmp_path / "a.gif").write_bytes(b"GIF89a" + struct.pack("<HH", 20_000, 7) + b"\0" * 20)
-    assert image_header_size(tmp_path / "a.gif") == ("gif", 20_000, 7)
+    Image.fromarray(img).save(tmp_path / "a.jpg")
+    with open_image(tmp_path / "a.jpg") as opened:  # the header only: nothing decoded yet
+        assert (opened.format, opened.size) == ("JPEG", (50, 30))
+    def declaring(fmt: str, at: int, layout: str, *size: int) -> bytes:
+        """A small real file of ``fmt`` whose header is rewritten to declare ``size``."""
+        out = io.BytesIO()
+        Image.fromarray(np.zeros((7, 9), np.uint8)).save(out, format=fmt)
+        data = bytearray(out.getvalue())
+        data[at : at + struct.calcsize(layout)] = struct.pack(layout, *size)
+        return bytes(data)
+
+    (tmp_path / "a.gif").write_bytes(declaring("GIF", 6, "<HH", 20_000, 7))
     with pytest.raises(InvalidInput, match="20000x7"):
         read_image_file(tmp_path / "a.gif")
-    bmp = b"BM" + b"\0" * 12 + struct.pack("<Iii", 40, 12_000, -12_000) + b"\0" * 10
-    (tmp_path / "a.bmp").write_bytes(bmp)
+    # 144M pixels: past Pillow's warning limit (89M), its warning silenced, our size refused
+    (tmp_path / "a.bmp").write_bytes(declaring("BMP", 18, "<ii", 12_000, -12_000))
     with pytest.raises(InvalidInput, match="12000x12000"):
         read_image_file(tmp_path / "a.bmp")
 
@@ -309,7 +331,7 @@ def test_real_bmp_decodes(tmp_path: Path):
     assert out.shape == (9, 9, 1) and out.max() > 200 and out[0, 0, 0] == 0
 
 
-# ------------------------------------------------------------------ PNG input without TensorFlow
+# ------------------------------------------------------------------ PNG input, every variant
 
 _BPP = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
@@ -347,13 +369,13 @@ def write_filtered_png(samples: np.ndarray, ctype: int, filters: list[int], *, p
 
 
 @pytest.mark.parametrize("ctype", [0, 2, 3, 4, 6])
-def test_png_decoder_equals_tensorflow_every_colour_type_and_filter(ctype):
+def test_png_files_read_as_libpng_decodes_them_every_colour_type_and_filter(ctype, tmp_path: Path):
+    """Pillow's pixels of every colour type and row filter equal libpng's (TensorFlow's
+    decoder) put through the array path: a file and its pixels as an array give one image."""
     import tensorflow as tf
 
-    from latentsearch.io.png import decode_png
-
     rng = np.random.default_rng(ctype)
-    h, w = 13, 11
+    h = w = 13
     for filters in ([0], [1], [2], [3], [4], [0, 1, 2, 3, 4], [4, 3, 2, 1]):
         for trns in ((None, bytes([0, 128, 255])) if ctype == 3 else (None,)):
             if ctype == 3:
@@ -364,60 +386,35 @@ def test_png_decoder_equals_tensorflow_every_colour_type_and_filter(ctype):
                 samples[3:6] = samples[2]  # smooth runs as well as noise
                 plte = None
             data = write_filtered_png(samples, ctype, filters, plte=plte, trns=trns)
-            got = decode_png(data)
-            want = tf.io.decode_image(data, expand_animations=False).numpy()
-            assert got is not None, (ctype, filters, trns)
-            assert got.dtype == np.uint8 and got.shape == want.shape, (ctype, filters, trns)
-            np.testing.assert_array_equal(got, want)
+            (tmp_path / "f.png").write_bytes(data)
+            libpng = tf.io.decode_image(data, expand_animations=False).numpy()
+            for color, channels in (("rgb", 3), ("gray", 1)):
+                got = read_image_file(tmp_path / "f.png", size=13, color=color)
+                want = conform_images(libpng, size=13, channels=channels)[0]
+                assert got.dtype == np.uint8 and got.shape == want.shape, (ctype, filters, trns)
+                np.testing.assert_array_equal(got, want, err_msg=f"{ctype} {filters} {trns} {color}")
 
 
-def test_png_decoder_reads_encode_png_and_tensorflow_pngs():
+def test_png_variants_read_or_refused_clearly(tmp_path: Path):
     import tensorflow as tf
-
-    from latentsearch.io.png import decode_png
-
-    rng = np.random.default_rng(3)
-    for shape in ((28, 28), (9, 7, 3)):
-        img = rng.integers(0, 256, shape, dtype=np.uint8)
-        got = decode_png(encode_png(img))
-        np.testing.assert_array_equal(got, img.reshape(*shape[:2], -1))
-    filters_seen = set()
-    for channels in (1, 2, 3, 4):
-        img = rng.integers(0, 256, (31, 23, channels), dtype=np.uint8)
-        img[:, :12] = np.arange(12, dtype=np.uint8)[None, :, None] * 9  # gradients: Sub / Up / Paeth
-        img[10:20] = img[9]
-        data = tf.io.encode_png(img).numpy()  # libpng, which picks a filter per row
-        start = data.index(b"IDAT") - 4
-        (length,) = struct.unpack(">I", data[start : start + 4])
-        raw = zlib.decompress(data[start + 8 : start + 8 + length])
-        filters_seen |= set(np.frombuffer(raw, np.uint8).reshape(31, -1)[:, 0].tolist())
-        np.testing.assert_array_equal(decode_png(data), img)
-        np.testing.assert_array_equal(decode_png(data), tf.io.decode_image(data).numpy())
-    assert len(filters_seen) >= 3  # the check ran over real filters, not only None
-
-
-def test_png_variants_fall_back_to_tensorflow(tmp_path: Path):
-    import tensorflow as tf
-
-    from latentsearch.io.png import decode_png
 
     rng = np.random.default_rng(4)
     deep = rng.integers(0, 65536, (20, 20, 1), dtype=np.uint16)
     data16 = tf.io.encode_png(deep).numpy()
-    assert decode_png(data16) is None  # 16-bit: TensorFlow decodes it
     (tmp_path / "deep.png").write_bytes(data16)
     out = read_image_file(tmp_path / "deep.png", size=20, color="gray")
-    np.testing.assert_array_equal(out, tf.io.decode_image(data16).numpy())  # as before
+    np.testing.assert_array_equal(out, tf.io.decode_image(data16).numpy())  # the high byte, as before
     samples = rng.integers(0, 256, (6, 6), dtype=np.uint8)
-    assert decode_png(write_filtered_png(samples, 0, [0], interlace=1)) is None
-    assert decode_png(write_filtered_png(samples, 0, [0], trns=b"\0\0")) is None  # gray + tRNS
+    (tmp_path / "trns.png").write_bytes(write_filtered_png(samples, 0, [0], trns=b"\0\0"))
+    assert read_image_file(tmp_path / "trns.png", size=6).shape == (6, 6, 1)  # gray + tRNS
     good = write_filtered_png(samples, 0, [1])
-    assert decode_png(good) is not None
     broken = bytearray(good)
     broken[-20] ^= 0xFF  # inside the IDAT: its CRC fails
-    assert decode_png(bytes(broken)) is None
-    assert decode_png(good[: len(good) // 2]) is None  # truncated
-    assert decode_png(b"\x89PNG\r\n\x1a\n") is None
+    for name, data in (("crc.png", bytes(broken)), ("cut.png", good[: len(good) // 2]),
+                       ("sig.png", b"\x89PNG\r\n\x1a\n")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InvalidInput, match=f"{name}: not a readable image"):
+            read_image_file(tmp_path / name, size=6)
 
 
 def test_png_query_reads_without_tensorflow(tmp_path: Path):

@@ -2,48 +2,65 @@
 
 * :func:`load_image_source` turns a SOURCE of ``build images`` into uint8 images of one size
   and colour mode, with labels and source paths: ``mnist`` (the 5,000 digits shipped in the
-  package), ``mnist-full`` (``keras.datasets.mnist``, needs the internet), a folder of
-  .png/.jpg/.jpeg/.bmp/.gif files (labels = names of the immediate subfolders), or a
-  .npy/.npz array of shape (N, H, W[, C]).
-* :func:`read_image_file` reads one image for ``query --image``; 8-bit non-interlaced PNGs
-  are decoded with zlib + numpy (:func:`latentsearch.io.png.decode_png`), anything else by
-  TensorFlow.
+  package), ``mnist-full`` (``keras.datasets.mnist``, needs the internet), a folder of image
+  files (labels = names of the immediate subfolders), or a .npy/.npz array (N, H, W[, C]).
+* :func:`read_image_file` reads one image for ``query --image``.
 * :func:`conform_images` brings arrays of any size / channel count / value range to the
-  size and colour an encoder was trained on (resize, rgb<->gray), or refuses clearly.
+  size and colour an encoder was trained on, or refuses clearly.
 
-Only numpy is imported at module import; TensorFlow (decoding other formats, resizing) only
-when needed: a PNG query of the collection's size never imports it.
-Image headers are checked for absurd dimensions *before* anything is decoded.
+Every file is read by Pillow (:data:`IMAGE_EXTENSIONS` in folders; any format Pillow knows as
+a query): EXIF orientation applied, the first frame of an animation, colour modes and
+non-square shapes handled as :mod:`latentsearch.io.pixels` says. The size in the header is
+checked before any pixel is decoded (decompression bombs). No TensorFlow on any of these
+paths, except ``mnist-full``, which downloads through Keras.
 """
 
 from __future__ import annotations
 
-import sys
+import re
+import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from latentsearch.errors import DimensionMismatch, InvalidInput
 from latentsearch.io.arrays import load_npy
-from latentsearch.io.pixels import convert_channels, to_uint8
-from latentsearch.io.png import MAX_PIXELS, MAX_SIDE, decode_png, image_header_size
-# encode_png moved to io.png; re-exported until tests/test_image_encoders.py imports it from there
-from latentsearch.io.png import encode_png  # noqa: F401
+from latentsearch.io.pixels import (
+    DEFAULT_FIT,
+    LEGACY_FIT,
+    RESAMPLE,
+    check_fit,
+    convert_channels,
+    fit_array,
+    fit_image,
+    to_gray_or_rgb,
+    to_uint8,
+)
+from latentsearch.progress import warn
 from latentsearch.types import label_text
-from latentsearch.encoders.tf import import_keras, import_tensorflow
 
 __all__ = [
     "ImageSet",
     "IMAGE_EXTENSIONS",
+    "MAX_SIDE",
+    "MAX_PIXELS",
+    "image_options",
+    "open_image",
     "load_image_source",
     "read_image_file",
     "conform_images",
 ]
 
-#: file name endings read from a folder (case-insensitive)
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+#: file name endings read from a folder (case-insensitive); other files are listed as skipped
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+#: largest width or height accepted from an image header (decompression-bomb guard)
+MAX_SIDE = 10_000
+#: largest width * height accepted
+MAX_PIXELS = 50_000_000
 
 _COLORS = {"gray": 1, "grey": 1, "rgb": 3}
 
@@ -61,7 +78,7 @@ class ImageSet:
         return int(self.images.shape[0])
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- settings
 
 
 def _channels(color: str) -> int:
@@ -81,39 +98,41 @@ def _check_size(size: int) -> int:
     return size
 
 
-def _resize(batch: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W, C) -> uint8 (N, size, size, C) with TensorFlow's bilinear resize
-    (antialiased when shrinking)."""
-    if batch.shape[1] == size and batch.shape[2] == size:
-        return batch
-    tf = import_tensorflow()
-
-    out = []
-    step = 1024
-    for start in range(0, len(batch), step):
-        part = tf.image.resize(
-            batch[start : start + step].astype(np.float32), (size, size), antialias=True
-        ).numpy()
-        out.append(np.clip(np.rint(part), 0, 255).astype(np.uint8))
-    if not out:
-        return np.zeros((0, size, size, batch.shape[-1]), np.uint8)
-    return np.concatenate(out)
+def image_options(config: dict[str, Any]) -> dict[str, Any]:
+    """How an image encoder's config says files and arrays are read: ``size``, ``color``,
+    ``fit`` and ``resample``, as keywords of :func:`read_image_file` / :func:`load_image_source`.
+    Configs written before ``fit`` was recorded were resized both ways: ``stretch``."""
+    channels = int(config.get("channels", 1))
+    return {
+        "size": int(config.get("size", 28)),
+        "color": config.get("color") or ("gray" if channels == 1 else "rgb"),
+        "fit": config.get("fit", LEGACY_FIT),
+        "resample": config.get("resample", RESAMPLE),
+    }
 
 
-def conform_images(items: Any, *, size: int, channels: int, what: str = "images") -> np.ndarray:
+# --------------------------------------------------------------------------- arrays
+
+
+def conform_images(items: Any, *, size: int, channels: int, fit: str = DEFAULT_FIT,
+                   resample: str = RESAMPLE, what: str = "images") -> np.ndarray:
     """One image (H, W) / (H, W, C) or a batch (N, H, W) / (N, H, W, C) as uint8
-    (N, size, size, channels): values converted to uint8, resized, rgb<->gray converted.
+    (N, size, size, channels): values converted to uint8, rgb<->gray converted (alpha on
+    white), then made square by ``fit`` and resized.
 
     A 3-D array is read as one (H, W, C) image when its last axis is 1-4 long and differs
     from the one before it, else as a batch of (N, H, W) gray images. A list of images of
     different sizes is accepted too. Anything else is a :class:`DimensionMismatch`.
     """
+    check_fit(fit)
     if isinstance(items, (list, tuple)) and items:
         shapes = {np.shape(x) for x in items}
         if len(shapes) > 1:  # images of different sizes: one at a time
-            return np.concatenate(
-                [conform_images(x, size=size, channels=channels, what=what) for x in items]
-            )
+            return np.concatenate([
+                conform_images(x, size=size, channels=channels, fit=fit, resample=resample,
+                               what=what)
+                for x in items
+            ])
     arr = to_uint8(items, what)
     if arr.ndim == 2:
         arr = arr[None, :, :, None]
@@ -137,54 +156,92 @@ def conform_images(items: Any, *, size: int, channels: int, what: str = "images"
     if min(arr.shape[1], arr.shape[2]) < 1 or max(arr.shape[1], arr.shape[2]) > MAX_SIDE:
         raise DimensionMismatch(f"{what} of {arr.shape[1]}x{arr.shape[2]} pixels cannot be used")
     arr = convert_channels(arr, channels)
-    return np.ascontiguousarray(_resize(arr, size))
+    if arr.shape[1] != size or arr.shape[2] != size:
+        arr = np.stack([fit_array(img, size, fit, resample) for img in arr])
+    return np.ascontiguousarray(arr)
 
 
+# --------------------------------------------------------------------------- files
 
-def _decode_file(path: Path, size: int, channels: int) -> np.ndarray:
-    """uint8 (size, size, channels) from an image file; raises InvalidInput with the reason."""
-    try:
-        info = image_header_size(path)
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
-    if info is not None:
-        fmt, w, h = info
-        if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
-            raise InvalidInput(
-                f"{path}: the {fmt.upper()} header declares {w}x{h} pixels, more than the "
-                f"{MAX_SIDE}x{MAX_SIDE} accepted; not decoded"
-            )
-        if w == 0 or h == 0:
-            raise InvalidInput(f"{path}: the {fmt.upper()} header declares an empty image")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
-    img = decode_png(data)  # the common case, without TensorFlow
-    if img is not None:
-        return conform_images(img[None], size=size, channels=channels, what=str(path))[0]
-    tf = import_tensorflow()
-
-    try:
-        img = tf.io.decode_image(data, expand_animations=False).numpy()
-    except Exception as exc:  # tf.errors.* for corrupt or unsupported data
-        msg = str(getattr(exc, "message", "") or exc).strip().splitlines()
-        reason = msg[0] if msg else type(exc).__name__
-        raise InvalidInput(f"{path}: not a readable image ({reason[:120]})") from None
-    if img.dtype != np.uint8:
-        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-    return conform_images(img[None], size=size, channels=channels, what=str(path))[0]
+#: warnings filters are process-wide: the one that silences Pillow's bomb warning (our own
+#: limit, lower, refuses those images anyway) is set under this lock, around the header read
+_OPEN_LOCK = threading.Lock()
 
 
-def read_image_file(path: str | Path, *, size: int = 28, color: str = "gray") -> np.ndarray:
-    """One image file as uint8 (size, size, C), for ``query --image``."""
+def _short(exc: BaseException, path: Path) -> str:
+    """A short reason from a decoder's exception, without the path it may repeat."""
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not an image format Pillow reads"
+    text = str(exc).replace(f"'{path}'", "").replace(str(path), "").strip(" :")
+    return (text or type(exc).__name__)[:120]
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """The image file at ``path`` opened by Pillow with only its header read, its size
+    checked against :data:`MAX_SIDE` / :data:`MAX_PIXELS`. Pillow's own bomb warning (above
+    89M pixels, which our limit refuses anyway) is silenced and its error (above 179M)
+    becomes the same :class:`InvalidInput`. Close it, or use it in a ``with``."""
     path = Path(path)
-    size, channels = _check_size(size), _channels(color)
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        declared = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise InvalidInput(
+            f"{path}: its header declares {declared}, more than the {MAX_PIXELS:,} accepted "
+            "(a decompression bomb?); not decoded"
+        ) from None
+    except FileNotFoundError:
+        raise InvalidInput(f"image file not found: {path}") from None
+    except Image.UnidentifiedImageError as exc:
+        raise InvalidInput(f"{path}: not a readable image ({_short(exc, path)})") from None
+    except OSError as exc:
+        if exc.errno is not None:  # the file itself: permissions, a folder...
+            raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InvalidInput(f"{path}: not a readable image ({_short(exc, path)})") from None
+    except Exception as exc:  # a damaged header can raise anything from a plugin
+        raise InvalidInput(f"{path}: not a readable image ({_short(exc, path)})") from None
+    w, h = img.size
+    if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
+        img.close()
+        raise InvalidInput(
+            f"{path}: the {img.format or 'image'} header declares {w}x{h} pixels, more than "
+            f"the {MAX_SIDE}x{MAX_SIDE} ({MAX_PIXELS:,} pixels) accepted; not decoded"
+        )
+    if w == 0 or h == 0:
+        img.close()
+        raise InvalidInput(f"{path}: the {img.format or 'image'} header declares an empty image")
+    return img
+
+
+def _decode_file(path: Path, size: int, channels: int, fit: str, resample: str) -> np.ndarray:
+    """uint8 (size, size, channels) from an image file; raises InvalidInput with the reason."""
+    with open_image(path) as img:
+        try:
+            img.draft(None, (2 * size, 2 * size))  # JPEG: decode at 1/2..1/8 scale, >= 2x size
+            upright = ImageOps.exif_transpose(img)  # decodes the (first frame's) pixels
+            out = fit_image(to_gray_or_rgb(upright, channels, str(path)), size, fit, resample)
+            arr = np.asarray(out)
+        except InvalidInput:
+            raise
+        except Exception as exc:  # truncated or damaged data: any plugin's exception
+            raise InvalidInput(f"{path}: not a readable image ({_short(exc, path)})") from None
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def read_image_file(path: str | Path, *, size: int = 28, color: str = "gray",
+                    fit: str = DEFAULT_FIT, resample: str = RESAMPLE) -> np.ndarray:
+    """One image file as uint8 (size, size, C), for ``query --image``; ``fit`` and
+    ``resample`` as the collection was built (:func:`image_options`)."""
+    path = Path(path)
+    size, channels, fit = _check_size(size), _channels(color), check_fit(fit)
     if not path.exists():
         raise InvalidInput(f"image file not found: {path}")
     if path.is_dir():
         raise InvalidInput(f"{path} is a folder, not an image file")
-    return _decode_file(path, size, channels)
+    return _decode_file(path, size, channels, fit, resample)
 
 
 # --------------------------------------------------------------------------- sources
@@ -203,18 +260,20 @@ def _limit(n: int, limit: int | None) -> int:
     return min(n, limit)
 
 
-def _mnist(size: int, channels: int, limit: int | None) -> ImageSet:
+def _mnist(size: int, channels: int, limit: int | None, resample: str) -> ImageSet:
     with np.load(_data_dir() / "mnist_5k.npz", allow_pickle=False) as d:
         x, y = d["x"], d["y"]
     n = _limit(len(x), limit)
     if n < len(x):  # the sample is sorted by label: take evenly spaced items, every class
         keep = np.unique(np.round(np.linspace(0, len(x) - 1, n)).astype(np.int64))
         x, y = x[keep], y[keep]
-    images = conform_images(x[..., None], size=size, channels=channels)
+    images = conform_images(x[..., None], size=size, channels=channels, resample=resample)
     return ImageSet(images, [str(int(v)) for v in y], [None] * len(y))
 
 
-def _mnist_full(size: int, channels: int, limit: int | None) -> ImageSet:
+def _mnist_full(size: int, channels: int, limit: int | None, resample: str) -> ImageSet:
+    from latentsearch.encoders.tf import import_keras
+
     try:
         keras = import_keras()
         (xa, ya), (xb, yb) = keras.datasets.mnist.load_data()
@@ -227,30 +286,39 @@ def _mnist_full(size: int, channels: int, limit: int | None) -> ImageSet:
     x, y = np.concatenate([xa, xb]), np.concatenate([ya, yb])
     n = _limit(len(x), limit)
     x, y = x[:n], y[:n]
-    images = conform_images(x[..., None], size=size, channels=channels)
+    images = conform_images(x[..., None], size=size, channels=channels, resample=resample)
     return ImageSet(images, [str(int(v)) for v in y], [None] * n)
 
 
-def _folder(root: Path, size: int, channels: int, limit: int | None) -> ImageSet:
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+def _folder_files(root: Path) -> tuple[list[Path], list[Path], int]:
+    """(image files, other files, how many hidden files) under ``root``, sorted; names
+    starting with '.' (files or folders) are hidden and never looked at."""
+    images, others, hidden = [], [], 0
+    for p in sorted(root.rglob("*")):
+        if any(part.startswith(".") for part in p.relative_to(root).parts):
+            hidden += p.is_file()
+        elif p.is_file():
+            (images if p.suffix.lower() in IMAGE_EXTENSIONS else others).append(p)
+    return images, others, hidden
+
+
+def _folder(root: Path, size: int, channels: int, limit: int | None, fit: str,
+            resample: str) -> ImageSet:
+    files, others, hidden = _folder_files(root)
+    skipped = [(str(p), f"not an image file ({p.suffix.lower() or 'no suffix'})") for p in others]
     if not files:
+        found = f"; found {len(others)} other file(s), e.g. {others[0].name}" if others else ""
         raise InvalidInput(
             f"no image files in folder {root} (looked for "
-            f"{', '.join(IMAGE_EXTENSIONS)}, in subfolders too)"
+            f"{', '.join(IMAGE_EXTENSIONS)}, in subfolders too{found})"
         )
-    images, labels, sources, skipped = [], [], [], []
+    images, labels, sources = [], [], []
     n_max = _limit(len(files), limit)
     for p in files:
         if len(images) >= n_max:
             break
         try:
-            images.append(_decode_file(p, size, channels))
+            images.append(_decode_file(p, size, channels, fit, resample))
         except InvalidInput as exc:
             reason = str(exc)
             prefix = f"{p}: "
@@ -259,21 +327,22 @@ def _folder(root: Path, size: int, channels: int, limit: int | None) -> ImageSet
         rel = p.relative_to(root).parts
         labels.append(rel[0] if len(rel) > 1 else None)
         sources.append(str(p))
-    if skipped:
-        lines = "\n".join(f"  {path}: {why}" for path, why in skipped)
-        print(
-            f"warning: skipped {len(skipped)} unreadable image file(s) in {root}:\n{lines}",
-            file=sys.stderr,
-        )
+    if skipped or hidden:
+        lines = [f"  {path}: {why}" for path, why in skipped]
+        if hidden:
+            lines.append(f"  ({hidden} hidden file(s), names starting with '.', not looked at)")
+        warn(f"warning: skipped {len(skipped)} file(s) in {root}:\n" + "\n".join(lines))
     if not images:
+        unreadable = [s for s in skipped if not s[1].startswith("not an image file")]
         raise InvalidInput(
             f"none of the {len(files)} image file(s) in {root} could be read "
-            f"(first problem: {skipped[0][0]}: {skipped[0][1]})"
+            f"(first problem: {unreadable[0][0]}: {unreadable[0][1]})"
         )
     return ImageSet(np.stack(images), labels, sources, skipped)
 
 
-def _array_file(path: Path, size: int, channels: int, limit: int | None) -> ImageSet:
+def _array_file(path: Path, size: int, channels: int, limit: int | None, fit: str,
+                resample: str) -> ImageSet:
     labels = None
     loaded = load_npy(path)
     try:
@@ -314,7 +383,8 @@ def _array_file(path: Path, size: int, channels: int, limit: int | None) -> Imag
         label_list = [label_text(v) for v in labels[:n]]
     else:
         label_list = [None] * n
-    images = conform_images(x, size=size, channels=channels, what=f"images in {path}")
+    images = conform_images(x, size=size, channels=channels, fit=fit, resample=resample,
+                            what=f"images in {path}")
     return ImageSet(images, label_list, [None] * n)
 
 
@@ -323,6 +393,8 @@ def load_image_source(
     *,
     size: int = 28,
     color: str = "gray",
+    fit: str = DEFAULT_FIT,
+    resample: str = RESAMPLE,
     limit: int | None = None,
 ) -> ImageSet:
     """Images from a SOURCE of ``build images``, as uint8 (N, size, size, C).
@@ -330,16 +402,17 @@ def load_image_source(
     ``mnist``: the built-in 5,000 digits (with ``limit``, evenly spaced items so every class
     stays in); ``mnist-full``: keras.datasets.mnist, train then test (needs the internet);
     a folder of images (recursive; label = immediate subfolder, None at the top level;
-    unreadable files are skipped and listed in a warning on stderr and in ``skipped``);
-    a .npy / .npz file (N, H, W[, C]); .npz takes "x" or "images" (or its only array) and
-    labels from "y" or "labels".
+    files that are not images or cannot be read are skipped, and listed in a logged
+    warning and in ``skipped``); a .npy / .npz file (N, H, W[, C]); .npz takes "x" or
+    "images" (or its only array) and labels from "y" or "labels". ``fit``: how non-square
+    images become square (crop, pad, stretch).
     """
-    size, channels = _check_size(size), _channels(color)
+    size, channels, fit = _check_size(size), _channels(color), check_fit(fit)
     text = str(source)
     if text == "mnist":
-        return _mnist(size, channels, limit)
+        return _mnist(size, channels, limit, resample)
     if text == "mnist-full":
-        return _mnist_full(size, channels, limit)
+        return _mnist_full(size, channels, limit, resample)
     path = Path(source)
     if not path.exists():
         raise InvalidInput(
@@ -347,14 +420,14 @@ def load_image_source(
             "or a .npy/.npz file"
         )
     if path.is_dir():
-        return _folder(path, size, channels, limit)
+        return _folder(path, size, channels, limit, fit, resample)
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
-        return _array_file(path, size, channels, limit)
+        return _array_file(path, size, channels, limit, fit, resample)
     if suffix in IMAGE_EXTENSIONS:
-        img = read_image_file(path, size=size, color=color)
+        img = read_image_file(path, size=size, color=color, fit=fit, resample=resample)
         return ImageSet(img[None], [None], [str(path)])
     raise InvalidInput(
-        f"cannot read images from {path}: expected a folder, a .npy/.npz file or an image file"
+        f"cannot read images from {path}: expected a folder, a .npy/.npz file or an image file "
+        f"({', '.join(IMAGE_EXTENSIONS)})"
     )
-

@@ -1,334 +1,396 @@
 """The pictures: the query grid of ``query --grid`` and the plot of ``evaluate --plot``.
 
-Drawn with numpy alone (a 5x7 bitmap font, dots, bars) and written with the PNG encoder of
-:mod:`latentsearch.io.png`, so pictures add no dependency.
+* :func:`write_query_grid` / :func:`write_grid`: the query and its neighbours as tiles, drawn
+  with Pillow (``ImageDraw`` and the TrueType font Pillow ships): the query framed in blue,
+  each neighbour framed green when it carries the query's label and red when not, a caption
+  ``#id  label  d=0.093`` under each on one or two lines, wrapped between words.
+* :func:`write_report_png`: matplotlib (the Agg canvas, imported only here): a t-SNE map of
+  the latents coloured by label (PCA of 32-d latents is colour soup; t-SNE keeps the classes
+  the agreement says are separate visibly apart), beside the share of same-label
+  neighbours in each distance band with chance as a named line.
 
-* :func:`write_query_grid` / :func:`write_grid_png`: the query and its neighbours as tiles,
-  a caption under each, the query framed in blue.
-* :func:`write_report_png`: the latents projected on their first two principal components,
-  one colour per label, beside the share of same-label neighbours in each distance band,
-  with chance drawn as a dashed line.
+Both write PNG, or JPEG / WebP when the path ends in .jpg / .jpeg / .webp; any other suffix
+is refused before anything is drawn.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from latentsearch.errors import DimensionMismatch, InvalidInput
 from latentsearch.io.pixels import convert_channels, to_uint8
-from latentsearch.io.png import encode_png
-from latentsearch.report.evaluate import CURVE_K, Report, pca
+from latentsearch.io.png import picture_format, save_picture
+from latentsearch.report.evaluate import CURVE_K, Report
 from latentsearch.types import Hit
 
 if TYPE_CHECKING:  # annotations only
     from latentsearch.collection import Collection
 
-__all__ = ["write_grid_png", "write_query_grid", "write_report_png"]
+__all__ = ["write_grid", "write_query_grid", "report_figure", "write_report_png",
+           "check_plot_path", "natural_key", "wrap_words", "MAP_POINTS", "PLOT_EXTRA"]
 
-
-# --------------------------------------------------------------------------- bitmap font
-
-# 5x7 bitmap font: each glyph is 7 rows of 5 pixels ('#' = ink). Lowercase letters are drawn
-# with the uppercase glyphs, except the 'd' of "d=" (distance in captions).
-_GLYPHS: dict[str, tuple[str, ...]] = {
-    "0": (".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###."),
-    "1": ("..#..", ".##..", "..#..", "..#..", "..#..", "..#..", ".###."),
-    "2": (".###.", "#...#", "....#", "...#.", "..#..", ".#...", "#####"),
-    "3": ("#####", "...#.", "..#..", "...#.", "....#", "#...#", ".###."),
-    "4": ("...#.", "..##.", ".#.#.", "#..#.", "#####", "...#.", "...#."),
-    "5": ("#####", "#....", "####.", "....#", "....#", "#...#", ".###."),
-    "6": ("..##.", ".#...", "#....", "####.", "#...#", "#...#", ".###."),
-    "7": ("#####", "....#", "...#.", "..#..", ".#...", ".#...", ".#..."),
-    "8": (".###.", "#...#", "#...#", ".###.", "#...#", "#...#", ".###."),
-    "9": (".###.", "#...#", "#...#", ".####", "....#", "...#.", ".##.."),
-    "A": (".###.", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
-    "B": ("####.", "#...#", "#...#", "####.", "#...#", "#...#", "####."),
-    "C": (".###.", "#...#", "#....", "#....", "#....", "#...#", ".###."),
-    "D": ("###..", "#..#.", "#...#", "#...#", "#...#", "#..#.", "###.."),
-    "E": ("#####", "#....", "#....", "####.", "#....", "#....", "#####"),
-    "F": ("#####", "#....", "#....", "####.", "#....", "#....", "#...."),
-    "G": (".###.", "#...#", "#....", "#.###", "#...#", "#...#", ".####"),
-    "H": ("#...#", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
-    "I": (".###.", "..#..", "..#..", "..#..", "..#..", "..#..", ".###."),
-    "J": ("..###", "...#.", "...#.", "...#.", "...#.", "#..#.", ".##.."),
-    "K": ("#...#", "#..#.", "#.#..", "##...", "#.#..", "#..#.", "#...#"),
-    "L": ("#....", "#....", "#....", "#....", "#....", "#....", "#####"),
-    "M": ("#...#", "##.##", "#.#.#", "#.#.#", "#...#", "#...#", "#...#"),
-    "N": ("#...#", "#...#", "##..#", "#.#.#", "#..##", "#...#", "#...#"),
-    "O": (".###.", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."),
-    "P": ("####.", "#...#", "#...#", "####.", "#....", "#....", "#...."),
-    "Q": (".###.", "#...#", "#...#", "#...#", "#.#.#", "#..#.", ".##.#"),
-    "R": ("####.", "#...#", "#...#", "####.", "#.#..", "#..#.", "#...#"),
-    "S": (".####", "#....", "#....", ".###.", "....#", "....#", "####."),
-    "T": ("#####", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."),
-    "U": ("#...#", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."),
-    "V": ("#...#", "#...#", "#...#", "#...#", "#...#", ".#.#.", "..#.."),
-    "W": ("#...#", "#...#", "#...#", "#.#.#", "#.#.#", "#.#.#", ".#.#."),
-    "X": ("#...#", "#...#", ".#.#.", "..#..", ".#.#.", "#...#", "#...#"),
-    "Y": ("#...#", "#...#", ".#.#.", "..#..", "..#..", "..#..", "..#.."),
-    "Z": ("#####", "....#", "...#.", "..#..", ".#...", "#....", "#####"),
-    "d": ("....#", "....#", ".##.#", "#..##", "#...#", "#...#", ".####"),
-    ".": (".....", ".....", ".....", ".....", ".....", ".##..", ".##.."),
-    ",": (".....", ".....", ".....", ".....", ".##..", "..#..", ".#..."),
-    "=": (".....", ".....", "#####", ".....", "#####", ".....", "....."),
-    "#": (".#.#.", ".#.#.", "#####", ".#.#.", "#####", ".#.#.", ".#.#."),
-    ":": (".....", ".##..", ".##..", ".....", ".##..", ".##..", "....."),
-    "-": (".....", ".....", ".....", "#####", ".....", ".....", "....."),
-    "+": (".....", "..#..", "..#..", "#####", "..#..", "..#..", "....."),
-    "_": (".....", ".....", ".....", ".....", ".....", ".....", "#####"),
-    "/": ("....#", "....#", "...#.", "..#..", ".#...", "#....", "#...."),
-    "(": ("...#.", "..#..", ".#...", ".#...", ".#...", "..#..", "...#."),
-    ")": (".#...", "..#..", "...#.", "...#.", "...#.", "..#..", ".#..."),
-    "@": (".###.", "#...#", "#.###", "#.#.#", "#.###", "#....", ".###."),
-    " ": (".....",) * 7,
-    "?": (".###.", "#...#", "....#", "...#.", "..#..", ".....", "..#.."),
-}
-_FONT = {
-    ch: np.array([[c == "#" for c in row] for row in rows], dtype=bool)
-    for ch, rows in _GLYPHS.items()
-}
-_GW, _GH = 5, 7  # glyph size in font pixels; advance is _GW + 1
-
-
-def _glyph(ch: str, following: str = "") -> np.ndarray:
-    if ch == "d" and following == "=":  # "d=0.43": the distance keeps its lowercase d
-        return _FONT["d"]
-    return _FONT.get(ch.upper(), _FONT["?"])
-
-
-def _text_width(text: str, scale: int) -> int:
-    return max(0, len(text) * (_GW + 1) - 1) * scale
-
-
-def _draw_text(canvas: np.ndarray, text: str, x: int, y: int, scale: int,
-               color: tuple[int, int, int] = (0, 0, 0)) -> None:
-    for i, ch in enumerate(text):
-        g = np.kron(_glyph(ch, text[i + 1 : i + 2]), np.ones((scale, scale), dtype=bool))
-        x0 = x + i * (_GW + 1) * scale
-        region = canvas[y : y + g.shape[0], x0 : x0 + g.shape[1]]
-        if region.shape[:2] != g.shape:
-            g = g[: region.shape[0], : region.shape[1]]
-        region[g] = color
-
-
-def _wrap(text: str, max_chars: int) -> list[str]:
-    """Split on spaces into lines of at most ``max_chars`` (long words are cut)."""
-    lines: list[str] = []
-    cur = ""
-    for word in text.split():
-        while len(word) > max_chars:
-            if cur:
-                lines.append(cur)
-                cur = ""
-            lines.append(word[:max_chars])
-            word = word[max_chars:]
-        if not cur:
-            cur = word
-        elif len(cur) + 1 + len(word) <= max_chars:
-            cur += " " + word
-        else:
-            lines.append(cur)
-            cur = word
-    if cur:
-        lines.append(cur)
-    return lines or [""]
-
-
+#: what ``evaluate --plot`` needs beyond the engine (the ``plot`` extra)
+PLOT_EXTRA = ("matplotlib", "sklearn")
+#: the most latents drawn on the map (a seeded sample beyond): t-SNE time grows with them
+MAP_POINTS = 2500
 
 # --------------------------------------------------------------------------- query grid
 
+_INK = (33, 33, 33)
+_MUTED = (110, 110, 110)
+_QUERY = (40, 90, 220)
+_SAME = (46, 160, 67)
+_OTHER = (214, 60, 50)
+_PLAIN = (170, 170, 170)
+#: tiles are shown at least this many pixels a side (whole-factor nearest-neighbour zoom)
+_TILE_MIN = 140
+#: and at most this many (larger images are shrunk)
+_TILE_MAX = 192
+_CAPTION_SIZES = (18, 17, 16, 15)  # then long labels are shortened
+_ELLIPSIS = "\u2026"
 
-def write_grid_png(
-    path: str | Path,
+
+def _tile_image(pixels: np.ndarray) -> Image.Image:
+    """uint8 (H, W) / (H, W, C) as an RGB Pillow image of a readable size."""
+    t = to_uint8(pixels, "tile")
+    if t.ndim == 2:
+        t = t[..., None]
+    if t.ndim != 3 or t.shape[2] not in (1, 2, 3, 4):
+        raise DimensionMismatch(f"a tile must be (H, W) or (H, W, C), got {t.shape}")
+    img = Image.fromarray(convert_channels(t[None], 3)[0])
+    side = max(img.size)
+    if side < _TILE_MIN:
+        factor = math.ceil(_TILE_MIN / side)
+        return img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    if side > _TILE_MAX:
+        scale = _TILE_MAX / side
+        return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                          Image.Resampling.LANCZOS)
+    return img
+
+
+def wrap_words(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels, broken only between words (a word
+    wider than the line stays whole on its own line)."""
+    if font.getlength(text) <= width:
+        return [text]
+    for chars in range(len(text), 0, -1):
+        lines = textwrap.wrap(text, chars, break_long_words=False, break_on_hyphens=False)
+        if all(font.getlength(line) <= width for line in lines) or chars == 1:
+            return lines
+    return [text]
+
+
+def _caption_lines(fields: Sequence[str], font: ImageFont.FreeTypeFont, width: int,
+                   max_lines: int = 2) -> list[str] | None:
+    """The caption fields (joined by two spaces) wrapped to ``max_lines``; None if they do not
+    fit."""
+    lines = wrap_words("  ".join(f for f in fields if f), font, width)
+    if len(lines) <= max_lines and all(font.getlength(line) <= width for line in lines):
+        return lines
+    return None
+
+
+def _elided(fields: list[str], middle: int, font: ImageFont.FreeTypeFont,
+            width: int) -> list[str]:
+    """Shorten ``fields[middle]`` (the label) from its end, marked with an ellipsis, until
+    the caption fits on two lines; the id and the distance stay whole."""
+    label = fields[middle]
+    for cut in range(len(label) - 1, 0, -1):
+        trial = fields[:middle] + [label[:cut].rstrip() + _ELLIPSIS] + fields[middle + 1:]
+        lines = _caption_lines(trial, font, width)
+        if lines is not None:
+            return lines
+    return wrap_words("  ".join(f for i, f in enumerate(fields) if i != middle), font, width)[:2]
+
+
+def write_grid(
+    path: str | os.PathLike,
     tiles: Sequence[np.ndarray],
-    captions: Sequence[str],
+    captions: Sequence[Sequence[str] | str],
     *,
     title: str | None = None,
-    columns: int = 6,
+    subtitle: str | None = None,
+    frames: Sequence[tuple[int, int, int] | None] | None = None,
+    columns: int | None = None,
 ) -> Path:
-    """Write ``tiles`` (uint8 (H, W) or (H, W, C); the query first, then its neighbours) as one
-    PNG: tiles upscaled with nearest-neighbour, up to ``columns`` a row, a caption under
-    each (wrapped on spaces), an optional title on top, white background; the first tile
-    framed in blue. Returns the path written."""
+    """Write ``tiles`` (uint8 (H, W) or (H, W, C); the query first, then its neighbours) as
+    one picture: the query on the left, the neighbours in rows of ``columns`` beside it,
+    each with its caption (a string, or fields such as ``["#12", "7", "d=0.093"]``; a long
+    middle field is shortened with an ellipsis to keep two lines), an optional title and
+    subtitle above, and a coloured frame per tile (``frames``; the query's defaults to blue).
+    Returns the path written."""
+    picture_format(path)  # refuse the suffix before drawing
     if not tiles:
         raise InvalidInput("no tiles to draw")
     if len(captions) != len(tiles):
         raise InvalidInput(f"{len(captions)} captions for {len(tiles)} tiles")
-    rgb_tiles = []
-    for t in tiles:
-        t = to_uint8(t, "tile")
-        if t.ndim == 2:
-            t = t[..., None]
-        if t.ndim != 3 or t.shape[2] not in (1, 2, 3, 4):
-            raise DimensionMismatch(f"a tile must be (H, W) or (H, W, C), got {t.shape}")
-        rgb_tiles.append(convert_channels(t[None], 3)[0])
-    th = max(t.shape[0] for t in rgb_tiles)
-    tw = max(t.shape[1] for t in rgb_tiles)
-    scale = max(1, int(np.ceil(120 / max(th, tw)))) if max(th, tw) < 120 else 1
-    cell_w, cell_h = tw * scale, th * scale
-    font = 2
-    cell_w = max(cell_w, 10 * (_GW + 1) * font)  # room for ~10 characters a line
-    max_chars = max(1, (cell_w + font) // ((_GW + 1) * font))
-    wrapped = [_wrap(str(c), max_chars) for c in captions]
-    line_h = (_GH + 3) * font
-    cap_h = max(len(w) for w in wrapped) * line_h + 2 * font
-    pad, gap = 12, 12
-    ncol = max(1, min(columns, len(tiles)))
-    nrow = int(np.ceil(len(tiles) / ncol))
-    title_lines = []
-    if title:
-        width_chars = (ncol * cell_w + (ncol - 1) * gap) // ((_GW + 1) * font)
-        title_lines = _wrap(title, max(1, width_chars))
-    title_h = len(title_lines) * line_h + (pad // 2 if title_lines else 0)
-    W = 2 * pad + ncol * cell_w + (ncol - 1) * gap
-    H = 2 * pad + title_h + nrow * (cell_h + 4 + cap_h) + (nrow - 1) * gap
-    canvas = np.full((H, W, 3), 255, np.uint8)
-    for i, line in enumerate(title_lines):
-        _draw_text(canvas, line, pad, pad + i * line_h, font)
-    for i, (t, lines) in enumerate(zip(rgb_tiles, wrapped)):
-        r, c = divmod(i, ncol)
-        x0 = pad + c * (cell_w + gap)
-        y0 = pad + title_h + r * (cell_h + 4 + cap_h + gap)
-        big = np.repeat(np.repeat(t, scale, axis=0), scale, axis=1)
-        ox = x0 + (cell_w - big.shape[1]) // 2
-        oy = y0 + (cell_h - big.shape[0]) // 2
-        canvas[oy : oy + big.shape[0], ox : ox + big.shape[1]] = big
-        frame = (40, 90, 220) if i == 0 else (160, 160, 160)
-        b = 3 if i == 0 else 1
-        canvas[oy - b : oy, ox - b : ox + big.shape[1] + b] = frame
-        canvas[oy + big.shape[0] : oy + big.shape[0] + b, ox - b : ox + big.shape[1] + b] = frame
-        canvas[oy - b : oy + big.shape[0] + b, ox - b : ox] = frame
-        canvas[oy - b : oy + big.shape[0] + b, ox + big.shape[1] : ox + big.shape[1] + b] = frame
-        for j, line in enumerate(lines):
-            lx = x0 + (cell_w - _text_width(line, font)) // 2
-            _draw_text(canvas, line, max(x0, lx), y0 + cell_h + 4 + font + j * line_h, font)
-    path = Path(path)
-    try:
-        path.write_bytes(encode_png(canvas))
-    except OSError as exc:
-        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    fields = [[c] if isinstance(c, str) else [str(f) for f in c] for c in captions]
+    frames = list(frames) if frames is not None else [None] * len(tiles)
+    frames[0] = frames[0] or _QUERY
+    images = [_tile_image(t) for t in tiles]
+    cell_w = max(max(img.width for img in images), 150)
+    tile_h = max(img.height for img in images)
+
+    font = None
+    for size in _CAPTION_SIZES:  # the largest size at which every caption fits two lines
+        font = ImageFont.load_default(size=size)
+        if all(_caption_lines(f, font, cell_w) is not None for f in fields):
+            break
+    wrapped = [_caption_lines(f, font, cell_w) or _elided(f, len(f) // 2, font, cell_w)
+               for f in fields]
+    ascent, descent = font.getmetrics()
+    line_h = ascent + descent + 2
+    cell_h = tile_h + 8 + 2 * line_h
+
+    n = len(images) - 1
+    ncol = columns or min(max(n, 1), max(4, math.ceil(math.sqrt(2 * max(n, 1)))))
+    nrow = max(1, math.ceil(n / ncol))
+    pad, gap, split = 24, 16, 40
+    title_font = ImageFont.load_default(size=26)
+    sub_font = ImageFont.load_default(size=17)
+    width = 2 * pad + cell_w + split + ncol * cell_w + (ncol - 1) * gap
+    head = []
+    for text, f, color in ((title, title_font, _INK), (subtitle, sub_font, _MUTED)):
+        if text:
+            head += [(line, f, color) for line in wrap_words(text, f, width - 2 * pad)]
+    head_h = sum(sum(f.getmetrics()) + 6 for _, f, _ in head) + (12 if head else 0)
+    height = 2 * pad + head_h + nrow * cell_h + (nrow - 1) * gap
+
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = pad
+    for line, f, color in head:
+        draw.text((pad, y), line, font=f, fill=color)
+        y += sum(f.getmetrics()) + 6
+    top = pad + head_h
+
+    def place(i: int, x0: int, y0: int) -> None:
+        img = images[i]
+        ox, oy = x0 + (cell_w - img.width) // 2, y0 + (tile_h - img.height) // 2
+        canvas.paste(img, (ox, oy))
+        color = frames[i] or _PLAIN
+        b = 1 if frames[i] is None else 3
+        draw.rectangle((ox - b, oy - b, ox + img.width + b - 1, oy + img.height + b - 1),
+                       outline=color, width=b)
+        for j, line in enumerate(wrapped[i]):
+            lx = x0 + (cell_w - font.getlength(line)) / 2
+            draw.text((lx, y0 + tile_h + 8 + j * line_h), line, font=font,
+                      fill=_INK if j == 0 else _MUTED)
+
+    place(0, pad, top)
+    sx = pad + cell_w + split // 2
+    draw.line((sx, top, sx, height - pad), fill=(220, 220, 220), width=1)
+    for i in range(1, len(images)):
+        r, c = divmod(i - 1, ncol)
+        place(i, pad + cell_w + split + c * (cell_w + gap), top + r * (cell_h + gap))
+    return save_picture(canvas, path)
 
 
 def write_query_grid(
     col: Collection, path: str | os.PathLike, hits: list[Hit], *,
     query_tile: np.ndarray | None = None, query_id: int | None = None,
+    query_name: str | None = None,
 ) -> Path:
-    """Write the query (an image, or a stored item by id) and ``hits`` as tiles in one PNG."""
+    """Write the query (an image, or a stored item by id) and ``hits`` as one picture."""
+    picture_format(path)
     if col.modality != "image":
         raise InvalidInput(f"--grid draws images; collection {col.name} holds {col.modality}")
+    label = None
     if query_tile is None:
         if query_id is None:
             raise InvalidInput("--grid needs a query image or a stored item (--id)")
         query_tile = col.images([query_id])[0]
         label = col.get([query_id])[0].label
-        first = f"query #{query_id}" + (f" L={label}" if label is not None else "")
+        first = ["query", f"#{query_id}", label or ""]
+        asked = f"item #{query_id}" + (f" (label {label})" if label is not None else "")
     else:
-        first = "query"
+        first = ["query", query_name or ""]
+        asked = query_name or "the query image"
     tiles = [query_tile, *col.images([h.id for h in hits])]
-    captions = [first] + [
-        f"#{h.id} d={h.distance:.3f}" + (f" L={h.label}" if h.label is not None else "")
-        for h in hits
-    ]
-    title = f"{col.name}: {len(hits)} nearest ({col.metric})"
-    return write_grid_png(path, tiles, captions, title=title)
+    captions = [first] + [[f"#{h.id}", h.label or "", f"d={h.distance:.3f}"] for h in hits]
+    frames: list[tuple[int, int, int] | None] = [_QUERY]
+    for h in hits:
+        if label is None or h.label is None:
+            frames.append(None)
+        else:
+            frames.append(_SAME if h.label == label else _OTHER)
+    title = f"{col.name}: the {len(hits)} nearest to {asked}"
+    subtitle = f"{col.metric} distance d, nearest first"
+    if label is not None:
+        same = sum(h.label == label for h in hits)
+        subtitle += f"; {same} of {len(hits)} carry the query's label (green frame)"
+        if same < len(hits):
+            subtitle += f", {len(hits) - same} another (red)"
+    return write_grid(path, tiles, captions, title=title, subtitle=subtitle, frames=frames)
 
 
 # --------------------------------------------------------------------------- evaluate plot
 
-# Tableau-10 palette, then grey for the rest.
-_PALETTE = np.array([
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-], dtype=np.uint8)
-_OTHER = np.array((190, 190, 190), dtype=np.uint8)
-_PLOT_SCALE = 2
-_LINE = 9 * _PLOT_SCALE
+
+def natural_key(text: str) -> tuple:
+    """Sort key putting numbers in numeric order: "2" before "10", "class-2" before
+    "class-10", numeric labels before the others."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        parts = re.split(r"(\d+)", text)
+        return (1, 0.0, tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts))
 
 
-def _dot(canvas: np.ndarray, x: int, y: int, color: np.ndarray, r: int = 2) -> None:
-    canvas[max(0, y - r): y + r + 1, max(0, x - r): x + r + 1] = color
+def check_plot_path(path: str | os.PathLike) -> str:
+    """The picture format of ``path`` when a plot can be written there: its suffix is one
+    :func:`~latentsearch.io.png.picture_format` knows and the ``plot`` extra is installed
+    (checked without importing it); InvalidInput otherwise."""
+    import importlib.util
+
+    fmt = picture_format(path)
+    missing = [m for m in PLOT_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InvalidInput(
+            f"--plot needs matplotlib and scikit-learn ({', '.join(missing)} not installed): "
+            "pip install 'latentsearch[plot]'"
+        )
+    return fmt
 
 
-def _frame(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int,
-           color: tuple[int, int, int] = (90, 90, 90)) -> None:
-    canvas[y0, x0:x1 + 1] = color
-    canvas[y1, x0:x1 + 1] = color
-    canvas[y0:y1 + 1, x0] = color
-    canvas[y0:y1 + 1, x1] = color
+def _tsne(points: np.ndarray, seed: int) -> np.ndarray:
+    """A 2-D t-SNE map of ``points`` (scikit-learn, from the ``plot`` extra), on one thread:
+    on a busy 2-core machine its OpenMP threads took 4x the CPU time of one (35 s against
+    8 s for 2,500 latents of mnist)."""
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    n = len(points)
+    if n < 5:  # too few for t-SNE: the first two coordinates
+        out = np.zeros((n, 2))
+        out[:, : min(2, points.shape[1])] = points[:, :2]
+        return out
+    perplexity = float(min(30.0, (n - 1) / 3))
+    tsne = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed,
+                n_jobs=1)
+    with threadpool_limits(1):
+        return tsne.fit_transform(points.astype(np.float32))
+
+
+def _palette(names: list[str], counts: Counter) -> dict[str, tuple]:
+    """A colour per label: the 20 most frequent get distinct colours, the rest one grey."""
+    from matplotlib import colormaps
+
+    coloured = sorted(sorted(names, key=lambda s: -counts[s])[:20], key=natural_key)
+    cmap = colormaps["tab10" if len(coloured) <= 10 else "tab20"]
+    return {name: cmap(i) for i, name in enumerate(coloured)}
+
+
+def _draw_map(ax, xy: np.ndarray, labs: list[str | None], n: int, dim: int) -> None:
+    """The latent map: one colour per label, each label's name at its median point."""
+    counts = Counter(lab for lab in labs if lab is not None)
+    colours = _palette(list(counts), counts)
+    dot = float(np.clip(12_000 / max(len(labs), 1), 5, 30))
+    grey = [i for i, lab in enumerate(labs) if lab not in colours]
+    if grey:
+        others = len({labs[i] for i in grey if labs[i] is not None})
+        name = "unlabelled" if others == 0 else f"{others} other labels"
+        ax.scatter(xy[grey, 0], xy[grey, 1], s=dot, color="0.75", linewidths=0, label=name)
+    for name, colour in colours.items():
+        idx = [i for i, lab in enumerate(labs) if lab == name]
+        ax.scatter(xy[idx, 0], xy[idx, 1], s=dot, color=colour, linewidths=0, label=name)
+        if len(colours) <= 12:  # names on the map while they do not hide it
+            cx, cy = np.median(xy[idx], axis=0)
+            ax.annotate(name, (cx, cy), ha="center", va="center", fontsize=11,
+                        fontweight="bold", color="black",
+                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": colour,
+                              "alpha": 0.75})
+    ax.set_title(f"t-SNE map of {len(labs):,} of the {n:,} latents ({dim}-d),\n"
+                 "one colour per label", fontsize=11)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("t-SNE 1 (neighbourhoods kept, distances between clusters not)")
+    ax.set_ylabel("t-SNE 2")
+    if colours or grey:  # beside the map, in two columns past 12 labels
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  ncol=1 if len(colours) <= 12 else 2, fontsize=9, markerscale=max(1.0, 18 / dot), frameon=False, title="label",
+                  handletextpad=0.2, columnspacing=0.8)
+
+
+def _draw_bands(ax, report: Report, curve_k: int) -> None:
+    """Agreement by distance band, chance as a named line, the agreement@k figures."""
+    bands = report.agreement_by_distance
+    if not bands:
+        ax.set_axis_off()
+        why = report.notes[0] if report.notes else "no labels"
+        ax.text(0.5, 0.5, f"{why}\n\nrecall@{report.k} of the index against exact search: "
+                f"{report.recall_vs_exact:.3f}", ha="center", va="center", wrap=True,
+                fontsize=11, transform=ax.transAxes)
+        return
+    x = np.arange(1, len(bands) + 1)
+    share = [b["agreement"] for b in bands]
+    ax.bar(x, share, color="#3b75af", width=0.72, label="latents: same-label share")
+    for xi, s in zip(x, share):
+        ax.text(xi, s + 0.015, f"{s:.2f}", ha="center", fontsize=9)
+    chance = report.baselines.get("chance", {}).get("agreement")
+    if chance is not None:
+        ax.axhline(chance, color="#d62728", linestyle="--", linewidth=1.6,
+                   label=f"chance (from label frequencies): {chance:.2f}")
+    ax.set_xticks(x, [f"{b['max_distance']:.2g}" for b in bands], fontsize=9)
+    ax.set_ylim(0, 1.08)
+    ax.legend(loc="upper right", fontsize=9, frameon=True)
+    ax.set_xlabel(f"distance to the neighbour: upper edge of each band\n"
+                  f"(each band holds 1/{len(bands)} of the query-neighbour pairs)")
+    ax.set_ylabel("share of neighbours with the query's label")
+    ax.set_title(f"{report.n_queries:,} queries x their {curve_k:,} nearest,\n"
+                 f"in {len(bands)} distance bands, nearest first", fontsize=11)
+    names = {"raw": "raw input", "pca": "PCA of raw input", "chance": "chance"}
+    summary = [f"agreement@{report.k}: latents {report.agreement:.3f}"]
+    summary += [f"{names.get(k, k)} {row['agreement']:.3f}" for k, row in report.baselines.items()]
+    ax.text(0.97, 0.62, "\n".join(summary), transform=ax.transAxes, fontsize=10, ha="right",
+            va="top", multialignment="left",
+            bbox={"boxstyle": "round", "fc": "white", "ec": "0.8"})
+
+
+def report_figure(report: Report, vectors: np.ndarray, labels: list[str | None], *,
+                  max_points: int = MAP_POINTS, seed: int = 0):
+    """The matplotlib Figure of ``evaluate --plot`` (on an Agg canvas, no pyplot): the latent
+    map of a seeded sample of ``max_points`` beside the agreement by distance band."""
+    check_plot_path("plot.png")  # the extra is installed
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg: no display, no pyplot
+    from matplotlib.figure import Figure
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(max_points, n), replace=False))
+    xy = _tsne(vectors[rows], seed)
+
+    fig = Figure(figsize=(14, 6.2), dpi=130, layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2, width_ratios=[1.15, 1])
+    fig.suptitle(f"{report.collection}: do closer latents mean the same label?",
+                 fontsize=15, fontweight="bold")
+    _draw_map(left, xy, [labels[r] for r in rows], n, dim)
+    # the curve's real neighbour count: CURVE_K, or every other item of a small collection
+    _draw_bands(right, report, max(report.k, min(CURVE_K, n - 1)))
+    return fig
 
 
 def write_report_png(path: str | os.PathLike, report: Report, vectors: np.ndarray,
-                     labels: list[str | None], *, max_points: int = 3000, seed: int = 0) -> Path:
-    """Draw the two panels for ``report`` and write them as one PNG; ``labels`` are aligned
-    with ``vectors`` (None: unlabelled, drawn grey)."""
-    rng = np.random.default_rng(seed)
-    rows = rng.choice(len(vectors), min(max_points, len(vectors)), replace=False)
-    xy = pca(np.asarray(vectors, dtype=np.float64)[rows], 2)  # the first two components
-    labs = [labels[r] for r in rows]
-    names = sorted({lab for lab in labs if lab is not None}, key=_natural)
-    colors = {name: (_PALETTE[i] if i < len(_PALETTE) else _OTHER) for i, name in enumerate(names)}
-
-    side, pad, legend_w, chart_w = 520, 40, 130, 520
-    W = pad + side + legend_w + pad + chart_w + pad
-    H = pad + _LINE * 2 + side + pad + _LINE * 2
-    canvas = np.full((H, W, 3), 255, np.uint8)
-    _draw_text(canvas, f"{report.collection}: latents (PCA 2-D) and agreement by distance",
-               pad, pad // 2, _PLOT_SCALE)
-
-    # scatter
-    x0, y0 = pad, pad + _LINE * 2
-    _frame(canvas, x0, y0, x0 + side, y0 + side)
-    lo, hi = xy.min(0), xy.max(0)
-    span = np.where(hi - lo == 0, 1, hi - lo)
-    pix = ((xy - lo) / span * (side - 16) + 8).astype(int)
-    for (px, py), lab in zip(pix, labs):
-        _dot(canvas, x0 + px, y0 + side - py, colors.get(lab, _OTHER))
-    _draw_text(canvas, "PC 1", x0 + side // 2 - 12, y0 + side + 6, _PLOT_SCALE, (90, 90, 90))
-    lx = x0 + side + 14
-    for i, name in enumerate(names[:24]):
-        ly = y0 + 4 + i * _LINE
-        canvas[ly: ly + 10, lx: lx + 10] = colors[name]
-        _draw_text(canvas, str(name)[:12], lx + 16, ly - 2, _PLOT_SCALE)
-    if len(names) > 24:
-        _draw_text(canvas, f"+{len(names) - 24} more", lx, y0 + 4 + 24 * _LINE, _PLOT_SCALE)
-
-    # agreement by distance band
-    cx0 = pad + side + legend_w + pad
-    cy0, cy1 = y0, y0 + side
-    _frame(canvas, cx0, cy0, cx0 + chart_w, cy1)
-    bands = report.agreement_by_distance
-    if bands:
-        bw = (chart_w - 20) // len(bands)
-        for i, band in enumerate(bands):
-            h = int(round(band["agreement"] * (side - 20)))
-            bx = cx0 + 10 + i * bw
-            canvas[cy1 - h: cy1, bx + 3: bx + bw - 3] = _PALETTE[0]
-            txt = f"{band['agreement']:.2f}"
-            _draw_text(canvas, txt, bx + (bw - _text_width(txt, 1)) // 2, cy1 - h - 10, 1)
-            tick = f"{band['max_distance']:.2g}"
-            _draw_text(canvas, tick, bx + (bw - _text_width(tick, 1)) // 2, cy1 + 6, 1, (90, 90, 90))
-        chance = report.baselines.get("chance", {}).get("agreement")
-        if chance is not None:
-            cy = cy1 - int(round(chance * (side - 20)))
-            for dx in range(cx0 + 1, cx0 + chart_w, 10):
-                canvas[cy: cy + 2, dx: dx + 5] = _PALETTE[3]
-            _draw_text(canvas, "chance", cx0 + 6, cy - 12, 1, _PALETTE[3])
-        _draw_text(canvas, f"same-label share of the {CURVE_K} nearest of each query, by distance band",
-                   cx0, y0 - _LINE + 2, 1)
-        _draw_text(canvas, "distance up to, nearest band first", cx0 + 10, cy1 + 20, _PLOT_SCALE, (90, 90, 90))
-    footer = f"agreement@{report.k} {report.agreement}" if report.agreement is not None else ""
-    for name, row in report.baselines.items():
-        footer += f"   {name} {row['agreement']}"
-    _draw_text(canvas, footer, pad, H - pad // 2 - 8, _PLOT_SCALE)
+                     labels: list[str | None], *, max_points: int = MAP_POINTS,
+                     seed: int = 0) -> Path:
+    """Draw :func:`report_figure` and write it as a picture (PNG, or JPEG / WebP by the
+    suffix); ``labels`` are aligned with ``vectors`` (None: unlabelled, grey)."""
+    fmt = check_plot_path(path)
+    fig = report_figure(report, vectors, labels, max_points=max_points, seed=seed)
     path = Path(path)
-    path.write_bytes(encode_png(canvas))
+    try:
+        fig.savefig(path, format=fmt.lower(), facecolor="white")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
-
-
-def _natural(text: str) -> tuple[int, int | str]:
-    return (0, int(text)) if text.isdigit() else (1, text)

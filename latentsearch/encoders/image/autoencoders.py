@@ -30,7 +30,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latentsearch.errors import DimensionMismatch, EncoderError, InvalidInput
-from latentsearch.io.images import conform_images
+from latentsearch.io.images import conform_images, image_options
+from latentsearch.io.pixels import DEFAULT_FIT, RESAMPLE, check_fit
 from latentsearch.encoders.tf import import_keras, import_tensorflow
 from latentsearch.encoders.base import Encoder
 from latentsearch.progress import bar, say
@@ -115,6 +116,8 @@ class _ImageAutoencoder(Encoder):
         self._config = dict(config)
         self._size = int(config["size"])
         self._channels = int(config["channels"])
+        options = image_options(config)  # configs without "fit" stretch, as they were built
+        self._fit, self._resample = options["fit"], options["resample"]
         self._latent_dim = int(config["latent_dim"])
         self._numpy = forward  # the numpy forward pass, when the model could be exported
         self._call = None  # the model's forward pass as a tf.function, made on first use
@@ -146,7 +149,8 @@ class _ImageAutoencoder(Encoder):
         """Images as uint8 (n, size, size, C) of the size and colour the model takes."""
         if isinstance(items, np.ndarray) and items.dtype == object:
             raise InvalidInput("images must be numeric arrays, not Python objects")
-        return conform_images(items, size=self._size, channels=self._channels)
+        return conform_images(items, size=self._size, channels=self._channels, fit=self._fit,
+                              resample=self._resample)
 
     def preprocess(self, items: Any) -> np.ndarray:
         """Images as the model's float32 input (n, size, size, C) in [0, 1]."""
@@ -294,8 +298,14 @@ class _ImageAutoencoder(Encoder):
         epochs: int | None = None,
         seed: int = 0,
         quiet: bool = False,
+        fit: str = DEFAULT_FIT,
     ) -> "_ImageAutoencoder":
-        """Train on uint8 images (N, H, W, C) with H == W; return the encoder."""
+        """Train on uint8 images (N, H, W, C) with H == W; return the encoder.
+
+        ``fit`` (crop, pad, stretch) is how the images were made square: recorded in the
+        config, so later queries and additions are made square the same way.
+        """
+        fit = check_fit(fit)
         arr = np.asarray(images)
         if arr.ndim == 3:
             arr = arr[..., None]
@@ -384,6 +394,8 @@ class _ImageAutoencoder(Encoder):
             "batch_size": cls.batch_size,
             "learning_rate": cls.learning_rate,
             "seed": int(seed),
+            "fit": fit,
+            "resample": RESAMPLE,
             "keras_version": keras.__version__,
         }
         return cls(encoder, config, forward=export_forward(encoder))
