@@ -40,7 +40,7 @@ from latentsearch.io.pixels import (
     to_gray_or_rgb,
     to_uint8,
 )
-from latentsearch.progress import warn
+from latentsearch.progress import bar, warn
 from latentsearch.types import label_text
 
 __all__ = [
@@ -314,7 +314,7 @@ def _folder(root: Path, size: int, channels: int, limit: int | None, fit: str,
         )
     images, labels, sources = [], [], []
     n_max = _limit(len(files), limit)
-    for p in files:
+    for p in bar(files, desc=f"reading {root.name}", unit="file"):
         if len(images) >= n_max:
             break
         try:
