@@ -351,7 +351,8 @@ def _draw_bands(ax, report: Report, curve_k: int) -> None:
                  f"in {len(bands)} distance bands, nearest first", fontsize=11)
     names = {"raw": "raw input", "pca": "PCA of raw input", "chance": "chance"}
     summary = [f"agreement@{report.k}: latents {report.agreement:.3f}"]
-    summary += [f"{names.get(k, k)} {row['agreement']:.3f}" for k, row in report.baselines.items()]
+    order = sorted(report.baselines, key=lambda k: k == "chance")  # chance last
+    summary += [f"{names.get(k, k)} {report.baselines[k]['agreement']:.3f}" for k in order]
     ax.text(0.97, 0.62, "\n".join(summary), transform=ax.transAxes, fontsize=10, ha="right",
             va="top", multialignment="left",
             bbox={"boxstyle": "round", "fc": "white", "ec": "0.8"})
