@@ -1,5 +1,5 @@
-"""Reading what users bring: image sources and files (``images``, with the PNG codec and
-image-file headers in ``png`` and pixel conversions in ``pixels``), text files, CSV and JSONL
+"""Reading what users bring: image sources and files (``images``, through Pillow, with colour
+modes and fit in ``pixels``, and pictures out in ``png``), text files, CSV and JSONL
 (``texts``), and numpy arrays (``arrays``). Nothing here unpickles."""
 
 __all__: list[str] = []  # import the modules themselves
