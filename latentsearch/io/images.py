@@ -364,7 +364,9 @@ def _array_file(path: Path, size: int, channels: int, limit: int | None, fit: st
             x = loaded
     except ValueError as exc:
         if "pickle" in str(exc).lower():
-            raise InvalidInput(f"{path} holds pickled Python objects, which are never loaded") from None
+            raise InvalidInput(
+                f"{path} holds pickled Python objects, which are never loaded"
+            ) from None
         raise InvalidInput(f"{path}: {exc}") from None
     if x.ndim not in (3, 4):
         raise DimensionMismatch(f"{path}: images must be an array of shape (N, H, W), "

@@ -318,7 +318,8 @@ def _draw_map(ax, xy: np.ndarray, labs: list[str | None], n: int, dim: int) -> N
     ax.set_ylabel("t-SNE 2")
     if colours or grey:  # beside the map, in two columns past 12 labels
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  ncol=1 if len(colours) <= 12 else 2, fontsize=9, markerscale=max(1.0, 18 / dot), frameon=False, title="label",
+                  ncol=1 if len(colours) <= 12 else 2, fontsize=9,
+                  markerscale=max(1.0, 18 / dot), frameon=False, title="label",
                   handletextpad=0.2, columnspacing=0.8)
 
 
