@@ -173,6 +173,14 @@ def test_exif_rotated_photo_is_read_upright(mixed_folder: Path):
     assert np.abs(raw.astype(int) - upright).mean() > 20  # as stored, it is on its side
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # Pillow's, as in a user's run
+def test_photo_with_damaged_exif_is_read_as_stored(tmp_path: Path):
+    junk = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\xff\xff\xff\xff"
+    save(picture(15), tmp_path / "odd.jpg", quality=95, exif=junk)
+    out = read_image_file(tmp_path / "odd.jpg", size=SIDE, color="rgb")
+    assert np.abs(out.astype(int) - picture(15)).mean() < 4
+
+
 def test_fit_crop_pad_stretch():
     wide = np.zeros((20, 40, 1), np.uint8)
     wide[:, :10] = 255  # white on the left quarter

@@ -221,7 +221,11 @@ def _decode_file(path: Path, size: int, channels: int, fit: str, resample: str) 
     with open_image(path) as img:
         try:
             img.draft(None, (2 * size, 2 * size))  # JPEG: decode at 1/2..1/8 scale, >= 2x size
-            upright = ImageOps.exif_transpose(img)  # decodes the (first frame's) pixels
+            img.load()  # the (first frame's) pixels
+            try:
+                upright = ImageOps.exif_transpose(img)
+            except Exception:  # a damaged EXIF block: the pixels as stored
+                upright = img
             out = fit_image(to_gray_or_rgb(upright, channels, str(path)), size, fit, resample)
             arr = np.asarray(out)
         except InvalidInput:
