@@ -26,3 +26,20 @@ def root(tmp_path, monkeypatch):
     path = tmp_path / "indexes"
     monkeypatch.setenv("LATENTSEARCH_ROOT", str(path))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _library_logger_as_found():
+    """The CLI's ``progress.configure`` puts a stderr handler on the 'latentsearch' logger
+    (propagation off) and may turn bars on; every test starts and ends without them."""
+    import logging
+
+    from latentsearch import progress
+
+    logger = logging.getLogger("latentsearch")
+    yield
+    progress.configure(bars=False)  # bars off; then the handler it installs goes too
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)

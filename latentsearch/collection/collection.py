@@ -274,10 +274,7 @@ class Collection:
         if self.modality == "text" and isinstance(items, str):
             items = [items]
         if self.modality == "image":
-            from latentsearch.io.images import conform_images
-
-            cfg = self.manifest["encoder"]["config"]
-            images = conform_images(items, size=int(cfg["size"]), channels=int(cfg["channels"]))
+            images = self.encoder.conform(items)  # the build's size, colour and fit
             vecs = self.encode(images)
         elif self.modality == "text":
             vecs = self.encode(items)
