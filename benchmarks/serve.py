@@ -18,14 +18,16 @@ caller. The same process also opens the collection and measures ``col.search`` a
 
 * single-vector searches (k=10, the collection's default recall): 1 thread and 8 threads
   in-process, 1 client and 8 clients over HTTP - p50/p99 latency of a call and q/s;
-* batches of the 1,000 queries: ``search_batch`` beside ``POST .../search {"vectors": ...}``;
-* ``GET /health`` from 1 client: the floor of a round trip (client, TCP, uvicorn, routing).
+* batches of the 1,000 queries: ``search_batch`` beside ``POST .../search {"vectors": ...}``
+  (``q.tolist()`` through ``json.dumps``), and the same from a numpy client (orjson both ways);
+* ``GET /health`` from 1 client: the floor of a round trip (client, TCP, uvicorn, routing);
+* the same app (``create_app``) called as ASGI in this process, inside one running event loop:
+  the app without the socket, uvicorn and the client, so the added time splits in two.
 
-Then, when the app can be imported, where an HTTP search's time goes: the app called as
-ASGI in this process (no socket, no uvicorn), and the steps a handler does by hand (JSON
-decode, pydantic validation of the request model, the search, hits to dicts, JSON encode),
-each as the median of many runs. Targets (DESIGN.md): HTTP adds <= 1 ms at p50 to a single
-search (1 client), and batches reach >= 0.8x the in-process throughput.
+Then the steps a search handler does, timed one by one (JSON decode, pydantic validation of
+the request model, the list to an array, the answer written, the client's parse, a hop to
+the thread pool), each as the median of many runs. Targets (DESIGN.md): HTTP adds <= 1 ms at
+p50 to a single search (1 client), and batches reach >= 0.8x the in-process throughput.
 """
 
 from __future__ import annotations
@@ -151,10 +153,14 @@ class Client:
         kind = NoDelayConnection if nodelay else http.client.HTTPConnection
         self.conn = kind("127.0.0.1", port, timeout=120)
 
-    def post(self, path: str, body: bytes) -> tuple[int, Any]:
+    def post_raw(self, path: str, body: bytes) -> tuple[int, bytes]:
         self.conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
         resp = self.conn.getresponse()
-        return resp.status, json.loads(resp.read())
+        return resp.status, resp.read()
+
+    def post(self, path: str, body: bytes) -> tuple[int, Any]:
+        status, raw = self.post_raw(path, body)
+        return status, json.loads(raw)
 
     def get(self, path: str) -> tuple[int, Any]:
         self.conn.request("GET", path)
@@ -204,6 +210,25 @@ def run_threads(threads: int, seconds: float, make: Callable[[int], Callable[[in
     return {"lat": flat, "calls": len(flat), "wall": wall}
 
 
+def run_asgi(loop, calls: list[Callable[[], Any]], seconds: float) -> dict:
+    """The ASGI calls one after another for ``seconds`` inside one run of ``loop``."""
+    async def body() -> list[float]:
+        lat: list[float] = []
+        stop_at = time.perf_counter() + seconds
+        i = 0
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                return lat
+            await calls[i % len(calls)]()
+            lat.append(time.perf_counter() - t0)
+            i += 1
+
+    t0 = time.perf_counter()
+    lat = loop.run_until_complete(body())
+    return {"lat": lat, "calls": len(lat), "wall": time.perf_counter() - t0}
+
+
 def measure(col, port: int, name: str, q: np.ndarray, seconds: float, rounds: int,
             app: Any = None) -> dict:
     """Every phase ``rounds`` times, interleaved; -> per phase the pooled latencies and q/s.
@@ -220,8 +245,9 @@ def measure(col, port: int, name: str, q: np.ndarray, seconds: float, rounds: in
         loop = asyncio.new_event_loop()  # the ASGI phases' (one thread at a time)
 
     def asgi(method: str, where: str, bodies: list[bytes]):
-        calls = [_asgi(app, method, where, b) for b in bodies]
-        return lambda slot: (lambda i: loop.run_until_complete(calls[i % len(calls)]()))
+        """A phase of calls inside one running event loop (0 threads: `_rounds` runs it
+        with `run_asgi`; a loop started per call would cost more than the app)."""
+        return (loop, [_asgi(app, method, where, b) for b in bodies])
 
     def http_single(slot: int):
         c = Client(port)
@@ -241,6 +267,21 @@ def measure(col, port: int, name: str, q: np.ndarray, seconds: float, rounds: in
                 raise RuntimeError(f"{status}: {str(out)[:200]}")
         return call
 
+    try:
+        import orjson  # the serve extra brings it: what a client holding numpy arrays may use
+    except ImportError:  # pragma: no cover
+        orjson = None
+    batch32 = orjson.dumps({"vectors": q, "k": K}, option=orjson.OPT_SERIALIZE_NUMPY) if orjson else b""
+
+    def http_batch_orjson(slot: int):
+        c = Client(port)
+
+        def call(i: int) -> None:
+            status, raw = c.post_raw(path, batch32)
+            if status != 200 or len(orjson.loads(raw)["batches"]) != nq:
+                raise RuntimeError(f"{status}: {raw[:200]!r}")
+        return call
+
     def health(slot: int):
         c = Client(port)
         return lambda i: c.get("/health")
@@ -250,21 +291,25 @@ def measure(col, port: int, name: str, q: np.ndarray, seconds: float, rounds: in
 
     phases: dict[str, tuple[int, Callable, int]] = {  # threads, make, queries per call
         "inproc-1": (1, inproc, 1),
-        "asgi-1": (1, asgi("POST", path, singles), 1),
+        "asgi-1": (0, asgi("POST", path, singles), 1),
         "http-1": (1, http_single, 1),
         "inproc-8": (CLIENTS, inproc, 1),
         "http-8": (CLIENTS, http_single, 1),
         "inproc-batch": (1, lambda s: (lambda i: col.search_batch(q, k=K)), nq),
-        "asgi-batch": (1, asgi("POST", path, [batch]), nq),
+        "asgi-batch": (0, asgi("POST", path, [batch]), nq),
         "http-batch": (1, http_batch, nq),
-        "asgi-health": (1, asgi("GET", "/health", [b""]), 1),
+        "http-batch-orjson": (1, http_batch_orjson, nq),
+        "asgi-health": (0, asgi("GET", "/health", [b""]), 1),
         "health": (1, health, 1),
     }
     if app is None:
         phases = {k: v for k, v in phases.items() if not k.startswith("asgi")}
+    if orjson is None:
+        del phases["http-batch-orjson"]
     try:
         return _rounds(phases, seconds, rounds) | {
-            "bytes": {"single_request": len(singles[0]), "batch_request": len(batch)}}
+            "bytes": {"single_request": len(singles[0]), "batch_request": len(batch),
+                      "batch_request_float32": len(batch32)}}
     finally:
         if loop is not None:
             loop.close()
@@ -273,22 +318,26 @@ def measure(col, port: int, name: str, q: np.ndarray, seconds: float, rounds: in
 def _rounds(phases: dict[str, tuple[int, Callable, int]], seconds: float, rounds: int) -> dict:
     out: dict[str, dict] = {k: {"lat": [], "calls": 0, "wall": 0.0, "per_call": per}
                             for k, (_, _, per) in phases.items()}
+    def run(threads: int, secs: float, make) -> dict:
+        return run_asgi(*make, secs) if threads == 0 else run_threads(threads, secs, make)
+
     for key, (threads, make, _) in phases.items():  # warm-up: caches, connections, thread pool
-        run_threads(threads, min(1.0, seconds), make)
+        run(threads, min(1.0, seconds), make)
     load_avgs = []
     for r in range(rounds):
         for key, (threads, make, _) in phases.items():
-            got = run_threads(threads, seconds, make)
+            got = run(threads, seconds, make)
             for f in ("lat", "calls", "wall"):
                 out[key][f] += got[f]
+            out[key].setdefault("round_qps", []).append(got["calls"] * phases[key][2] / got["wall"])
             log(f"round {r + 1} {key}: p50 {median(got['lat']) * 1e3:.3f} ms, "
                 f"{got['calls'] * phases[key][2] / got['wall']:,.0f} q/s")
         load_avgs.append(load())
     res = {}
     for key, o in out.items():
-        res[key] = {"threads": phases[key][0], "calls": o["calls"],
+        res[key] = {"threads": max(1, phases[key][0]), "calls": o["calls"],
                     "p50_ms": median(o["lat"]) * 1e3, "p99_ms": pct(o["lat"], 99) * 1e3,
-                    "qps": o["calls"] * o["per_call"] / o["wall"]}
+                    "qps": o["calls"] * o["per_call"] / o["wall"], "round_qps": o.get("round_qps", [])}
     res["loads"] = load_avgs
     return res
 
@@ -301,11 +350,19 @@ def agreement(col, port: int, name: str, q: np.ndarray) -> dict:
     for v in q[:50]:
         _, out = c.post(path, json.dumps({"vector": v.tolist(), "k": K}).encode())
         same += [h["id"] for h in out["hits"]] == [h.id for h in col.search(v, k=K)]
-    _, out = c.post(path, json.dumps({"vectors": q.tolist(), "k": K}).encode())
+    _, raw = c.post_raw(path, json.dumps({"vectors": q.tolist(), "k": K}).encode())
+    out = json.loads(raw)
     lib = col.search_batch(q, k=K)
     batch_same = sum([h["id"] for h in a] == [h.id for h in b] for a, b in zip(out["batches"], lib))
-    sizes = {"single_response": len(json.dumps(out["batches"][0])), "batch_response": len(json.dumps(out))}
-    return {"single_same": same, "singles": 50, "batch_same": batch_same, "batch": len(q), **sizes}
+    res = {"single_same": same, "singles": 50, "batch_same": batch_same, "batch": len(q),
+           "batch_response": len(raw)}
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover
+        return res
+    _, raw32 = c.post_raw(path, orjson.dumps({"vectors": q, "k": K}, option=orjson.OPT_SERIALIZE_NUMPY))
+    res["float32_same"] = orjson.loads(raw32) == out  # float32 digits name the same float32 queries
+    return res
 
 
 # -- where an HTTP search's time goes -------------------------------------------------------
@@ -438,11 +495,14 @@ def table(R: dict) -> str:
         (f"`search_batch` of {N_QUERIES:,}, in-process", "1 thread", "inproc-batch"),
         (f"the app as ASGI, batch of {N_QUERIES:,}", "1 thread", "asgi-batch"),
         (f"`POST /search {{vectors}}` of {N_QUERIES:,}", "1 client", "http-batch"),
+        ("the same from a numpy client (orjson both ways: float32 digits in, `orjson.loads` out)",
+         "1 client", "http-batch-orjson"),
         ("the app as ASGI, `GET /health`", "1 thread", "asgi-health"),
         ("`GET /health` (the round-trip floor)", "1 client", "health"),
     ]
-    out = [f"Run {R['started']}, {R['cores']} cores, load average {R['load_start'][0]} at the start and "
-           f"{R['load_end'][0]} at the end (1-minute; the machine is shared); `{R['command']}`.",
+    out = [f"Run {R['started']} ({R.get('code', '?')}), {R['cores']} cores, load average "
+           f"{R['load_start'][0]} at the start and {R['load_end'][0]} at the end (1-minute; the machine "
+           f"is shared; after each round: {', '.join(str(v[0]) for v in m['loads'])}); `{R['command']}`.",
            f"Collection: {R['n']:,} x 32 hard data (`benchmarks.peers.overlapping`), "
            f"`{R['factory']}` {R['params']}, {N_QUERIES:,} held-out queries, k={K}; "
            f"{R['rounds']} interleaved rounds of {R['seconds']:g} s per phase. Server: `latentsearch serve` "
@@ -458,16 +518,26 @@ def table(R: dict) -> str:
     add8 = m["http-8"]["p50_ms"] - m["inproc-8"]["p50_ms"]
     ratio = m["http-batch"]["qps"] / m["inproc-batch"]["qps"]
     ratio8 = m["http-8"]["qps"] / m["inproc-8"]["qps"]
+    per_round = ", ".join(f"{h / i:.2f}" for h, i in zip(m["http-batch"]["round_qps"],
+                                                       m["inproc-batch"]["round_qps"]))
     out += ["",
             f"- HTTP adds **{add1:.3f} ms** at p50 to a single search from 1 client (target <= "
             f"{ADD_TARGET_MS:g} ms: {'met' if add1 <= ADD_TARGET_MS else 'missed'}); {add8:.3f} ms with "
             f"{CLIENTS} clients, where HTTP gives {ratio8:.2f}x the in-process q/s (server and clients share "
             f"the {R['cores']} cores).",
             f"- Batches of {N_QUERIES:,}: HTTP gives **{ratio:.2f}x** the in-process q/s (target >= "
-            f"{BATCH_TARGET:g}x: {'met' if ratio >= BATCH_TARGET else 'missed'}); request "
-            f"{m['bytes']['batch_request'] / 1e3:,.0f} KB, answer {R['agree']['batch_response'] / 1e3:,.0f} KB.",
+            f"{BATCH_TARGET:g}x: {'met' if ratio >= BATCH_TARGET else 'missed'}; round by round "
+            f"{per_round}); request "
+            f"{m['bytes']['batch_request'] / 1e3:,.0f} KB, answer {R['agree']['batch_response'] / 1e3:,.0f} KB"
+            + (f"; a client sending float32 digits and parsing with orjson "
+               f"({m['bytes']['batch_request_float32'] / 1e3:,.0f} KB in) gets "
+               f"{m['http-batch-orjson']['qps'] / m['inproc-batch']['qps']:.2f}x" if "http-batch-orjson" in m
+               else "") + ".",
             f"- Same answers: {R['agree']['single_same']}/{R['agree']['singles']} single searches and "
-            f"{R['agree']['batch_same']}/{R['agree']['batch']} batch rows return the library's ids in its order."]
+            f"{R['agree']['batch_same']}/{R['agree']['batch']} batch rows return the library's ids in its order"
+            + ("; the float32-digit body gets the same answer" if R["agree"].get("float32_same")
+               else "; the float32-digit body got a DIFFERENT answer" if "float32_same" in R["agree"]
+               else "") + "."]
     if "asgi-1" in m:
         def p50(key: str) -> float:
             return m[key]["p50_ms"] * 1e3
@@ -505,6 +575,20 @@ def _us(v: float | None) -> str:
 
 
 # -- the run --------------------------------------------------------------------------------
+
+
+def _code_state() -> str:
+    """The commit measured, and whether the package had uncommitted changes (other work may
+    change it between runs)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "latentsearch"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"git {head or '?'}" + (f" + {len(dirty)} changed files under latentsearch/" if dirty else "")
 
 
 def wait_for_quiet(limit: float, most: float) -> float:
@@ -548,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.serve" + (" " + " ".join(argv) if argv else ""),
         "cores": os.cpu_count(), "n": args.n, "seconds": args.seconds, "rounds": args.rounds,
         "built_s": built, "factory": col.info["index"].get("factory"),
-        "params": col.info["index"].get("params"), "load_start": load(),
+        "params": col.info["index"].get("params"), "load_start": load(), "code": _code_state(),
     }
     for mod in ("fastapi", "uvicorn"):
         try:
