@@ -26,7 +26,7 @@ from latentsearch.errors import EncoderError, InvalidInput
 from latentsearch.encoders.tf import import_tensorflow
 
 __all__ = ["build_images", "build_text", "encode_source", "add_source", "load_labels",
-           "default_name", "image_color", "read_query_image", "read_vectors_file"]
+           "default_name", "read_query_image", "read_vectors_file"]
 
 # what a file is, by its first bytes, when it is not the .npy array it should be
 _SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
@@ -42,12 +42,6 @@ def load_labels(path: str | os.PathLike) -> list[str]:
     from latentsearch.io.texts import read_text  # strict UTF-8, BOM dropped, NUL refused, lines named
 
     return read_text(p, str(p)).splitlines()
-
-
-def image_color(config: dict[str, Any]) -> str:
-    """The colour mode ("gray" or "rgb") of an image encoder's config (older configs name only
-    the channel count)."""
-    return config.get("color") or ("gray" if int(config.get("channels", 1)) == 1 else "rgb")
 
 
 def read_query_image(col: Collection, path: str | os.PathLike) -> np.ndarray:
