@@ -14,7 +14,7 @@ from typing import Callable
 
 from latentsearch.storage.paths import resolve_root
 from latentsearch.collection import Collection, open_collection
-from latentsearch.errors import CollectionNotFound, CorruptCollection
+from latentsearch.errors import CollectionNotFound, CorruptCollection, InvalidInput
 from latentsearch.report.evaluate import evaluate
 from latentsearch.types import hits_table
 
@@ -90,10 +90,16 @@ def run_demo(root: str | os.PathLike | None = None, rebuild: bool = False, epoch
     report = evaluate(mnist, k=10, sample=1000)
     echo(report.table())
     plot = out_dir / "mnist_evaluate.png"
-    from latentsearch.report.pictures import write_report_png
+    from latentsearch.report.pictures import check_plot_path, write_report_png
 
-    write_report_png(plot, report, mnist.vectors(), [h.label for h in mnist.get(mnist.ids())])
-    echo(f"\npictures:\n  {grid}   (item {IMAGE_QUERIES[0]} and its 8 nearest digits)"
-         f"\n  {plot}   (the latent map, and agreement by distance)")
+    echo(f"\npictures:\n  {grid}   (item {IMAGE_QUERIES[0]} and its 8 nearest digits)")
+    try:
+        check_plot_path(plot)  # the plot extra (matplotlib, scikit-learn) is optional
+    except InvalidInput as exc:
+        plot = None
+        echo(f"  (no evaluate plot: {exc})")
+    else:
+        write_report_png(plot, report, mnist.vectors(), [h.label for h in mnist.get(mnist.ids())])
+        echo(f"  {plot}   (the latent map, and agreement by distance)")
     echo(f"\ndone in {time.perf_counter() - t_start:.0f}s")
     return {"grid": grid, "plot": plot}
