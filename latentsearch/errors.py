@@ -13,7 +13,8 @@ also derives from the builtin it resembles, so ``except FileNotFoundError`` keep
     │   ├── DimensionMismatch (ValueError)         a vector or image of the wrong shape
     │   └── IndexSpecError    (ValueError)         an index spec FAISS cannot build
     ├── UnknownId             (KeyError)           an id the collection does not hold
-    └── EncoderError          (RuntimeError)       no encoder, or it cannot encode this input
+    ├── EncoderError          (RuntimeError)       no encoder, or it cannot encode this input
+    └── ClusterError          (RuntimeError)       Ray missing or unreachable, a worker lost for good
 
 The command line prints ``error: <message>`` for any of them and exits with status 1.
 """
@@ -32,6 +33,7 @@ __all__ = [
     "IndexSpecError",
     "UnknownId",
     "EncoderError",
+    "ClusterError",
 ]
 
 
@@ -80,3 +82,7 @@ class UnknownId(LatentSearchError, KeyError):
 
 class EncoderError(LatentSearchError, RuntimeError):
     """The collection has no encoder for this input, or the encoder cannot encode it."""
+
+
+class ClusterError(LatentSearchError, RuntimeError):
+    """Ray is not installed or not reachable, or a worker died more times than it is retried."""

@@ -43,3 +43,25 @@ def _library_logger_as_found():
         logger.removeHandler(handler)
     logger.propagate = True
     logger.setLevel(logging.NOTSET)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One local Ray cluster (2 CPUs) for every test marked ``ray``, stopped after the last.
+
+    Yields the fault folder: a file ``kill-<where>`` put there makes the worker running
+    that point SIGKILL itself once (``latentsearch.scale.cluster.fault_point``)."""
+    import logging
+    import os
+
+    import ray
+
+    faults = tmp_path_factory.mktemp("faults")
+    os.environ["LATENTSEARCH_FAULTS"] = str(faults)  # inherited by the workers
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False)
+    try:
+        yield faults
+    finally:
+        ray.shutdown()
+        os.environ.pop("LATENTSEARCH_FAULTS", None)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from latentsearch.collection.writer import build_and_tune, write_index
 from latentsearch.encoders.base import Encoder
 from latentsearch.encoders.vectors import VectorEncoder, as_vectors
 from latentsearch.errors import CollectionExists, DimensionMismatch, InvalidInput
+from latentsearch.index.building import Fill
 from latentsearch.index.tune import DEFAULT_RECALL
 from latentsearch.io.arrays import load_npy
 from latentsearch.progress import say
@@ -26,7 +28,7 @@ from latentsearch.storage.records import record_row
 from latentsearch.types import RecordFields, labels_as_text
 from latentsearch.version import __version__
 
-__all__ = ["create", "build_vectors", "check_new", "BATCH"]
+__all__ = ["create", "store", "on_cluster", "build_vectors", "check_new", "BATCH"]
 
 BATCH = 100_000  # rows checked, normalised and written at a time
 
@@ -45,6 +47,8 @@ def create(
     extra: dict[str, Any] | None = None,
     images: np.ndarray | None = None,
     recall: float = DEFAULT_RECALL,
+    first_id: int = 0,
+    fill: Fill | None = None,
 ) -> Collection:
     """Write a new collection from encoded vectors, their records and the encoder.
 
@@ -53,6 +57,9 @@ def create(
     normalised and written in batches of ``BATCH`` rows, and the index is built from the
     written file, so memory grows with the batch and the index, not with a second copy of the
     corpus. ``images`` (uint8 (n, H, W, C)), for image collections, are kept as images.npy.
+    Items get the ids ``first_id, first_id + 1, ...`` (a shard's ids follow the shard
+    before it). ``fill`` fills the trained index's lists (``latentsearch.index.building``;
+    a ``--ray`` build fills them on the cluster); None fills them here.
     """
     target = check_new(name, root, overwrite)
     if metric not in _index.METRICS:
@@ -69,14 +76,14 @@ def create(
     root_path.mkdir(parents=True, exist_ok=True)
     clear_stale_builds(root_path, name)
     n, dim = len(vectors), encoder.dim
-    ids = np.arange(n, dtype=np.int64)
+    ids = np.arange(first_id, first_id + n, dtype=np.int64)
     tuned_to = check_recall(recall)
     with staging(root_path, name) as staged:
         names = {"vectors": "vectors.npy", "ids": "ids.npy", "index": "index.faiss",
                  "records": "records.sqlite"}
         stored = _write_vectors(staged.path(names["vectors"]), vectors, dim, metric, quiet)
         t0 = time.perf_counter()
-        built, entry = build_and_tune(index, stored, ids, metric, tuned_to, quiet)
+        built, entry = build_and_tune(index, stored, ids, metric, tuned_to, quiet, fill=fill)
         params = entry["params"]
         say(f"index {entry['factory']} over {n} vectors in {time.perf_counter() - t0:.1f}s"
             + (f", tuned {params}" if params else ""), quiet)
@@ -99,7 +106,7 @@ def create(
             "metric": metric,
             "index": entry,
             "count": n,
-            "next_id": n,
+            "next_id": first_id + n,
             "generation": 1,
             "created": stamp,
             "updated": stamp,
@@ -109,6 +116,26 @@ def create(
         write_manifest(staged.dir / MANIFEST, manifest)
         publish_new(staged, target, overwrite=overwrite)
     return Collection(target)
+
+
+def store(name: str, *, shards: int = 1, cluster=None, quiet: bool = True,
+          **create_args: Any):
+    """``create``, or with ``shards`` > 1 a sharded collection (``collection.sharded``);
+    with a ``cluster`` (``latentsearch.scale.cluster``) the index lists, or the shards,
+    are built on it."""
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise InvalidInput(f"shards must be a positive integer, got {shards!r}")
+    if shards > 1:
+        from latentsearch.collection.sharded import create_sharded
+
+        return create_sharded(name, shards=shards, quiet=quiet,
+                              run=None if cluster is None else cluster.map, **create_args)
+    fill = None
+    if cluster is not None:
+        from latentsearch.scale.build import cluster_fill
+
+        fill = cluster_fill(cluster, quiet=quiet)
+    return create(name, quiet=quiet, fill=fill, **create_args)
 
 
 def build_vectors(
@@ -122,11 +149,16 @@ def build_vectors(
     overwrite: bool = False,
     quiet: bool = True,
     recall: float = DEFAULT_RECALL,
-) -> Collection:
+    shards: int = 1,
+    ray: str | None = None,
+):
     """Build a collection from vectors made elsewhere (an array (n, dim) or a .npy path).
 
     ``index``: a spec (``auto``, ``flat``, ``ivf``, ``ivffs``, ``hnsw``, ``ivfpq``) or a FAISS
-    factory string; ``recall``: the recall@10 it is tuned to (held-out queries)."""
+    factory string; ``recall``: the recall@10 it is tuned to (held-out queries).
+    ``shards``: split into that many collections under one parent (``collection.sharded``);
+    ``ray``: a Ray cluster's address (``auto``, ``local``) to fill the index, or build the
+    shards, on (``latentsearch.scale``)."""
     check_new(name, root, overwrite)  # before reading a large file
     if isinstance(vectors, (str, os.PathLike)):
         vectors = load_npy(Path(vectors), mmap=True)  # read batch by batch, not all at once
@@ -134,9 +166,22 @@ def build_vectors(
             and vectors.dtype.kind in "fiu"):
         vectors = as_vectors(vectors)
     records = [(lab, None, None, None) for lab in labels_as_text(labels, len(vectors))]
-    return create(name, encoder=VectorEncoder(vectors.shape[1]), vectors=vectors,
-                  records=records, root=root, index=index, metric=metric,
-                  overwrite=overwrite, quiet=quiet, recall=recall)
+    with on_cluster(ray) as cluster:
+        return store(name, shards=shards, cluster=cluster, encoder=VectorEncoder(vectors.shape[1]),
+                     vectors=vectors, records=records, root=root, index=index, metric=metric,
+                     overwrite=overwrite, quiet=quiet, recall=recall)
+
+
+@contextmanager
+def on_cluster(address: str | None) -> Iterator[Any]:
+    """The Ray cluster at ``address`` for the block (``latentsearch.scale.cluster``), or None."""
+    if address is None:
+        yield None
+        return
+    from latentsearch.scale.cluster import connect
+
+    with connect(address) as cluster:
+        yield cluster
 
 
 def check_new(name: str, root: str | os.PathLike | None = None,

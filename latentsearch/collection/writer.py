@@ -219,14 +219,15 @@ def write_index(index, path) -> None:
 
 
 def build_and_tune(spec: str, vectors: np.ndarray, ids: np.ndarray, metric: str,
-                   target: float, quiet: bool = True) -> tuple[Any, dict[str, Any]]:
-    """The index for ``spec`` (``auto`` chosen by measurement) and its manifest entry."""
+                   target: float, quiet: bool = True, *, fill=None) -> tuple[Any, dict[str, Any]]:
+    """The index for ``spec`` (``auto`` chosen by measurement) and its manifest entry;
+    ``fill`` fills trained indexes (see ``latentsearch.index.building.build``)."""
     if spec.strip().lower() != "auto":
         return _tuning.build_tuned(_index.plan(spec, len(vectors), vectors.shape[1]),
-                                   vectors, ids, metric, target)
+                                   vectors, ids, metric, target, fill=fill)
     if len(vectors) >= _index.AUTO_FLAT_BELOW:
         say(f"auto: measuring candidate indexes at recall {target}", quiet)
-    choice, (index, entry) = _tuning.choose(vectors, ids, metric, target)
+    choice, (index, entry) = _tuning.choose(vectors, ids, metric, target, fill=fill)
     entry = dict(entry, spec=spec, choice=choice)
     entry.pop("qps_at_target", None)  # in the choice's candidates
     return index, entry

@@ -6,6 +6,8 @@ them natively, every other index is wrapped in ``IndexIDMap`` (see :mod:`backend
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from latentsearch.errors import IndexSpecError
@@ -14,13 +16,19 @@ from latentsearch.index.faiss_ops import faiss_metric
 from latentsearch.index.specs import min_train_size, train_size
 from latentsearch.progress import bar
 
-__all__ = ["build", "add", "try_remove", "copy"]
+__all__ = ["build", "add", "try_remove", "copy", "Fill"]
+
+#: fills a trained index: ``fill(index, vectors, ids, skip)`` does what :func:`add` does,
+#: elsewhere (``latentsearch.scale.build`` fills the lists of partitions on a Ray cluster)
+#: and returns the filled index, which may be a new object
+Fill = Callable[..., object]
 
 
 def build(factory: str, dim: int, metric: str, vectors: np.ndarray, ids: np.ndarray,
-          *, skip: np.ndarray | None = None):
+          *, skip: np.ndarray | None = None, fill: Fill | None = None):
     """A trained index for ``factory`` holding ``vectors`` under ``ids``, less the rows
-    ``skip`` (held out for tuning; the caller adds them after)."""
+    ``skip`` (held out for tuning; the caller adds them after). Training is done here, on
+    a seeded sample; ``fill`` (None: :func:`add`, here) puts every vector in."""
     import faiss
 
     try:
@@ -43,6 +51,8 @@ def build(factory: str, dim: int, metric: str, vectors: np.ndarray, ids: np.ndar
             index.train(_train_sample(vectors, train_size(factory, len(vectors))))
         except RuntimeError as exc:
             raise IndexSpecError(f"FAISS cannot train {factory!r}: {_first_line(exc)}") from None
+    if fill is not None:
+        return fill(index, vectors, ids, skip)
     add(index, vectors, ids, skip=skip)
     return index
 

@@ -125,7 +125,7 @@ def _time(index, queries, params, vectors_of, metric, reps: int = 3) -> float:
 
 def build_tuned(plan: IndexPlan, vectors: np.ndarray, ids: np.ndarray, metric: str,
                 target: float = DEFAULT_RECALL, *, seed: int = 0, timed: bool = False,
-                truth: np.ndarray | None = None, finish: bool = True):
+                truth: np.ndarray | None = None, finish: bool = True, fill=None):
     """Build ``plan``'s index, tune it on held-out rows, then add those rows.
 
     Returns the index (default parameters applied) and the manifest's ``index`` entry:
@@ -133,10 +133,11 @@ def build_tuned(plan: IndexPlan, vectors: np.ndarray, ids: np.ndarray, metric: s
     curve, holdout, imbalance (IVF) and, with ``timed``, qps_at_target and distances (per
     query, FAISS's counters). With ``finish=False`` the sweep stops at the target and the
     held-out rows stay out: :func:`complete` finishes the candidate ``auto`` keeps.
+    ``fill`` fills the trained index (see :func:`latentsearch.index.building.build`).
     """
     n, dim = vectors.shape
     rows = holdout_rows(n, seed)
-    index = build(plan.factory, dim, metric, vectors, ids, skip=rows)
+    index = build(plan.factory, dim, metric, vectors, ids, skip=rows, fill=fill)
     entry: dict[str, Any] = {"spec": plan.spec, "factory": plan.factory,
                              "target_recall": float(target)}
     params = dict(plan.params)
@@ -204,14 +205,14 @@ def _best(candidates: list[dict[str, Any]], target: float) -> dict[str, Any]:
 
 
 def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DEFAULT_RECALL,
-           *, seed: int = 0) -> tuple[dict[str, Any], tuple]:
+           *, seed: int = 0, fill=None) -> tuple[dict[str, Any], tuple]:
     """What ``auto`` measured for these vectors, and the winner's (index, manifest entry),
     built over every vector."""
     n, dim = vectors.shape
     if n < AUTO_FLAT_BELOW:
         why = f"exact search below {AUTO_FLAT_BELOW:,} vectors"
         return {"chosen": "flat", "why": why}, build_tuned(
-            plan("flat", n, dim), vectors, ids, metric, target, seed=seed)
+            plan("flat", n, dim), vectors, ids, metric, target, seed=seed, fill=fill)
     budget = memory_budget()
     specs, left_out = [], {}
     for spec in CANDIDATES:
@@ -225,7 +226,7 @@ def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DE
             specs.append(spec)
     if not specs:
         return {"chosen": "ivfpq", "left_out": left_out}, build_tuned(
-            plan("ivfpq", n, dim), vectors, ids, metric, target, seed=seed)
+            plan("ivfpq", n, dim), vectors, ids, metric, target, seed=seed, fill=fill)
     rows = holdout_rows(n, seed)
     truth = _truth(vectors, ids, rows, metric) if len(rows) else None  # shared by all
     built, candidates = {}, []
@@ -233,7 +234,7 @@ def choose(vectors: np.ndarray, ids: np.ndarray, metric: str, target: float = DE
         planned = plan(spec, n, dim)
         t0 = time.perf_counter()
         index, entry = build_tuned(planned, vectors, ids, metric, target, seed=seed, timed=True,
-                                   truth=truth, finish=False)
+                                   truth=truth, finish=False, fill=fill)
         candidates.append({"spec": spec, "factory": planned.factory,
                            "recall": entry["params"].get("tuned_recall", 1.0),
                            "qps": entry.get("qps_at_target", 0),

@@ -53,6 +53,8 @@ __all__ = [
     "load_image_source",
     "read_image_file",
     "conform_images",
+    "list_folder",
+    "decode_files",
 ]
 
 #: file name endings read from a folder (case-insensitive); other files are listed as skipped
@@ -308,19 +310,45 @@ def _folder_files(root: Path) -> tuple[list[Path], list[Path], int]:
 
 def _folder(root: Path, size: int, channels: int, limit: int | None, fit: str,
             resample: str) -> ImageSet:
+    files, others, hidden = list_folder(root)
+    data = decode_files(files[: _limit(len(files), limit)] if limit else files, root,
+                        size=size, channels=channels, fit=fit, resample=resample)
+    skipped = [(str(p), f"not an image file ({p.suffix.lower() or 'no suffix'})")
+               for p in others] + data.skipped
+    if skipped or hidden:
+        lines = [f"  {path}: {why}" for path, why in skipped]
+        if hidden:
+            lines.append(f"  ({hidden} hidden file(s), names starting with '.', not looked at)")
+        warn(f"warning: skipped {len(skipped)} file(s) in {root}:\n" + "\n".join(lines))
+    if not len(data):
+        unreadable = data.skipped
+        raise InvalidInput(
+            f"none of the {len(files)} image file(s) in {root} could be read "
+            f"(first problem: {unreadable[0][0]}: {unreadable[0][1]})"
+        )
+    data.skipped = skipped
+    return data
+
+
+def list_folder(root: Path) -> tuple[list[Path], list[Path], int]:
+    """(image files, other files, hidden files) of a folder source; InvalidInput when it
+    holds no image files. A ``--ray`` build splits the image files between its workers."""
     files, others, hidden = _folder_files(root)
-    skipped = [(str(p), f"not an image file ({p.suffix.lower() or 'no suffix'})") for p in others]
     if not files:
         found = f"; found {len(others)} other file(s), e.g. {others[0].name}" if others else ""
         raise InvalidInput(
             f"no image files in folder {root} (looked for "
             f"{', '.join(IMAGE_EXTENSIONS)}, in subfolders too{found})"
         )
-    images, labels, sources = [], [], []
-    n_max = _limit(len(files), limit)
+    return files, others, hidden
+
+
+def decode_files(files: list[Path], root: Path, *, size: int, channels: int, fit: str,
+                 resample: str) -> ImageSet:
+    """Decode image files of the folder ``root`` (label: the subfolder under ``root``);
+    files that cannot be read are left out and listed in ``skipped``. May hold no images."""
+    images, labels, sources, skipped = [], [], [], []
     for p in bar(files, desc=f"reading {root.name}", unit="file"):
-        if len(images) >= n_max:
-            break
         try:
             images.append(_decode_file(p, size, channels, fit, resample))
         except InvalidInput as exc:
@@ -331,18 +359,9 @@ def _folder(root: Path, size: int, channels: int, limit: int | None, fit: str,
         rel = p.relative_to(root).parts
         labels.append(rel[0] if len(rel) > 1 else None)
         sources.append(str(p))
-    if skipped or hidden:
-        lines = [f"  {path}: {why}" for path, why in skipped]
-        if hidden:
-            lines.append(f"  ({hidden} hidden file(s), names starting with '.', not looked at)")
-        warn(f"warning: skipped {len(skipped)} file(s) in {root}:\n" + "\n".join(lines))
-    if not images:
-        unreadable = [s for s in skipped if not s[1].startswith("not an image file")]
-        raise InvalidInput(
-            f"none of the {len(files)} image file(s) in {root} could be read "
-            f"(first problem: {unreadable[0][0]}: {unreadable[0][1]})"
-        )
-    return ImageSet(np.stack(images), labels, sources, skipped)
+    stacked = (np.stack(images) if images
+               else np.zeros((0, size, size, channels), dtype=np.uint8))
+    return ImageSet(stacked, labels, sources, skipped)
 
 
 def _array_file(path: Path, size: int, channels: int, limit: int | None, fit: str,
