@@ -16,35 +16,74 @@ from latentsearch.errors import InvalidInput
 from latentsearch.index import tune as _tuning
 from latentsearch.types import Hit
 
-__all__ = ["search_vectors", "check_recall", "search_parameters", "distances"]
+__all__ = ["nearest_arrays", "search_vectors", "check_recall", "search_parameters", "distances"]
+
+_FEW_ROWS = 32  # queries compacted in Python rather than numpy (see _compact)
+
+
+def nearest_arrays(
+    snap: Snapshot, vecs: np.ndarray, k: int, where: dict[str, Any] | None = None,
+    exclude: Sequence[int] | np.ndarray | None = None, *, recall: float | None = None,
+    exact: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest live items to each row of ``vecs`` (search-ready: normalised for
+    cosine), matching ``where``, without ``exclude[q]`` for query q, as two (q, k) arrays:
+    the reported distances (float64, as Hits carry them) and the ids (int64). Rows with
+    fewer than ``k`` qualifying items are padded with inf / -1. No records are read, so
+    bulk work (``knn``) pays only for the search."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise InvalidInput(f"k must be a positive integer, got {k!r}")
+    k = int(k)
+    q = len(vecs)
+    out_d = np.full((q, k), np.inf, dtype=np.float64)
+    out_i = np.full((q, k), -1, dtype=np.int64)
+    params, typed = search_parameters(snap, recall)
+    allowed = snap.allowed(where)
+    pool = snap.count if allowed is None else len(allowed)
+    k_eff = min(k + (1 if exclude is not None else 0), pool)
+    if k_eff == 0 or q == 0:
+        return out_d, out_i
+    D, I = _search_main(snap, vecs, k_eff, allowed, params, typed, exact)
+    if len(snap.delta_ids):
+        D, I = _with_deltas(snap, vecs, D, I, k_eff, allowed)
+    _compact(distances(D, snap.metric), I, exclude, out_d, out_i)
+    return out_d, out_i
 
 
 def search_vectors(
     snap: Snapshot, vecs: np.ndarray, k: int, where: dict[str, Any] | None,
     exclude: Sequence[int] | None = None, *, recall: float | None = None, exact: bool = False,
 ) -> list[list[Hit]]:
-    """The ``k`` nearest live items to each row of ``vecs`` (search-ready: normalised for
-    cosine), matching ``where``, without ``exclude[q]`` for query q."""
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise InvalidInput(f"k must be a positive integer, got {k!r}")
-    params, typed = search_parameters(snap, recall)
-    allowed = snap.allowed(where)
-    pool = snap.count if allowed is None else len(allowed)
-    k_eff = min(int(k) + (1 if exclude is not None else 0), pool)
-    if k_eff == 0:
-        return [[] for _ in vecs]
-    D, I = _search_main(snap, vecs, k_eff, allowed, params, typed, exact)
-    if len(snap.delta_ids):
-        D, I = _with_deltas(snap, vecs, D, I, k_eff, allowed)
+    """:func:`nearest_arrays` as Hits with their records (the missing ones left out)."""
+    D, I = nearest_arrays(snap, vecs, k, where, exclude, recall=recall, exact=exact)
     id_rows = I.tolist()
-    dist_rows = distances(D, snap.metric).tolist()
+    dist_rows = D.tolist()
     records = snap.records(sorted({i for row in id_rows for i in row if i >= 0}))
-    out = []
-    for q, (dist_row, id_row) in enumerate(zip(dist_rows, id_rows)):
-        skip = -1 if exclude is None else exclude[q]
-        hits = [Hit(i, d, *records[i]) for d, i in zip(dist_row, id_row) if i >= 0 and i != skip]
-        out.append(hits[:k])
-    return out
+    return [[Hit(i, d, *records[i]) for d, i in zip(dist_row, id_row) if i >= 0]
+            for dist_row, id_row in zip(dist_rows, id_rows)]
+
+
+def _compact(dist: np.ndarray, I: np.ndarray, exclude: Any, out_d: np.ndarray,
+             out_i: np.ndarray) -> None:
+    """Each row's found ids (not -1, not ``exclude[q]``) in order, cut to ``out``'s width,
+    written into ``out_d`` / ``out_i`` (already padded). Few rows go through Python lists
+    (a single search's hot path: numpy's per-call costs would dominate), many through numpy."""
+    k = out_i.shape[1]
+    if len(I) <= _FEW_ROWS:
+        for q, (dist_row, id_row) in enumerate(zip(dist.tolist(), I.tolist())):
+            skip = -1 if exclude is None else int(exclude[q])
+            found = [(d, i) for d, i in zip(dist_row, id_row) if i >= 0 and i != skip][:k]
+            if found:
+                out_d[q, : len(found)], out_i[q, : len(found)] = zip(*found)
+        return
+    keep = I >= 0
+    if exclude is not None:
+        keep &= I != np.asarray(exclude, dtype=np.int64).reshape(-1, 1)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept columns first, in order
+    kept = np.take_along_axis(keep, order, 1)
+    width = order.shape[1]
+    out_i[:, :width] = np.where(kept, np.take_along_axis(I, order, 1), -1)
+    out_d[:, :width] = np.where(kept, np.take_along_axis(dist, order, 1), np.inf)
 
 
 def check_recall(recall: Any) -> float:
