@@ -258,6 +258,20 @@ class Collection:
         return reader.search_vectors(snap, vec, k, where, exclude=[int(item_id)],
                                      recall=recall, exact=exact)[0]
 
+    def nearest(self, vectors: Any, k: int = 10, *, exclude: Sequence[int] | None = None,
+                where: dict[str, Any] | None = None, recall: float | None = None,
+                exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest items to each of ``vectors`` (n, dim) as arrays, for bulk work
+        that needs no records (``knn``): distances float64 (n, k) as Hits report them and
+        ids int64 (n, k), padded with inf / -1 when fewer than ``k`` items qualify;
+        ``exclude[q]`` is an id left out of row q (a stored item's own id). One snapshot
+        for the whole call; vectors are prepared as :meth:`search_batch` prepares them."""
+        snap = self._snapshot
+        vecs = self._query_vectors(snap, vectors, batch=True, kind="vector")
+        if exclude is not None and len(exclude) != len(vecs):
+            raise InvalidInput(f"exclude has {len(exclude)} ids for {len(vecs)} vectors")
+        return reader.nearest_arrays(snap, vecs, k, where, exclude, recall=recall, exact=exact)
+
     # -- changing --------------------------------------------------------------------------
 
     def add(
