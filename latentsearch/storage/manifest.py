@@ -13,14 +13,26 @@ from typing import Any
 from latentsearch.errors import CollectionNotFound, CorruptCollection, UnsupportedFormat
 from latentsearch.storage.durable import fsync_dir, step
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "now", "read_manifest", "format_version", "inside",
-           "file_path", "write_manifest"]
+__all__ = ["FORMAT_VERSION", "MANIFEST", "SHARDED", "now", "parse_manifest", "read_manifest",
+           "read_sharded_manifest", "format_version", "inside", "file_path", "write_manifest"]
 
 FORMAT_VERSION = 2  # the newest this code reads; see format_version()
 
 MANIFEST = "manifest.json"
 
 _DELTA_RE = re.compile(r"^delta-[0-9]{6,}$")
+
+SHARDED = "sharded"  # the "kind" of a sharded collection's parent manifest
+
+_SHARDED_REQUIRED = {
+    "format_version": int,
+    "kind": str,
+    "shards": list,
+    "modality": str,
+    "encoder": dict,
+    "dim": int,
+    "metric": str,
+}
 
 _REQUIRED = {
     "format_version": int,
@@ -41,8 +53,8 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """Parse and check manifest.json: types, format_version. Does not read the other files."""
+def parse_manifest(folder: Path) -> dict[str, Any]:
+    """manifest.json as a JSON object, its format_version checked (any kind of collection)."""
     path = folder / MANIFEST
     try:
         raw = path.read_bytes()
@@ -60,6 +72,16 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{folder} was written with format_version {version}; this latentsearch reads "
             f"up to {FORMAT_VERSION}: upgrade latentsearch"
         )
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """Parse and check manifest.json: types, format_version. Does not read the other files."""
+    path = folder / MANIFEST
+    manifest = parse_manifest(folder)
+    if manifest.get("kind") == SHARDED:
+        raise CorruptCollection(f"{folder} is the parent of a sharded collection, not one "
+                                "collection: open it with latentsearch.open")
     for key, kind in _REQUIRED.items():
         value = manifest.get(key)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -85,6 +107,35 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         and sum(d["count"] for d in deltas) <= manifest["count"]
     ):
         raise CorruptCollection(f"{path}: field 'deltas' must list segments with a name and count")
+    return manifest
+
+
+def read_sharded_manifest(folder: Path) -> dict[str, Any]:
+    """Parse and check a sharded collection's parent manifest.json (kind "sharded"): its
+    fields' types, and shards named inside the folder with ascending ``first_id``."""
+    path = folder / MANIFEST
+    manifest = parse_manifest(folder)
+    if manifest.get("kind") != SHARDED:
+        raise CorruptCollection(f"{path} is not a sharded collection's manifest")
+    for key, kind in _SHARDED_REQUIRED.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CorruptCollection(
+                f"{path}: field {key!r} must be {kind.__name__}, got {type(value).__name__}"
+            )
+    shards = manifest["shards"]
+    previous = -1
+    for shard in shards:
+        if not (isinstance(shard, dict) and isinstance(shard.get("name"), str) and shard["name"]
+                and type(shard.get("first_id")) is int and shard["first_id"] > previous):
+            raise CorruptCollection(f"{path}: field 'shards' must list shards with a name "
+                                    "and ascending first_id")
+        inside(folder, shard["name"])  # no absolute path, no '..', no symlink
+        if Path(shard["name"]).name != shard["name"] or shard["name"] == ".":
+            raise CorruptCollection(f"{path}: shard {shard['name']!r} is not a folder of its own")
+        previous = shard["first_id"]
+    if not shards or len({s["name"] for s in shards}) != len(shards):
+        raise CorruptCollection(f"{path}: field 'shards' must name one or more distinct shards")
     return manifest
 
 
