@@ -265,9 +265,17 @@ class Collection:
         that needs no records (``knn``): distances float64 (n, k) as Hits report them and
         ids int64 (n, k), padded with inf / -1 when fewer than ``k`` items qualify;
         ``exclude[q]`` is an id left out of row q (a stored item's own id). One snapshot
-        for the whole call; vectors are prepared as :meth:`search_batch` prepares them."""
+        for the whole call; vectors are prepared as :meth:`search_batch` prepares them,
+        except that for cosine rows already of unit length (to float32 rounding, as stored
+        vectors are) are searched as given: dividing by a norm of 1 +- 1e-7 moves scores
+        enough to reorder near-ties, and ``nearest(stored vectors, exclude=their ids)``
+        must answer what :meth:`neighbors` answers."""
         snap = self._snapshot
         vecs = self._query_vectors(snap, vectors, batch=True, kind="vector")
+        if snap.metric == "cosine" and len(vecs):
+            given = as_vectors(vectors, snap.dim)
+            unit = np.abs(np.linalg.norm(given, axis=1) - 1.0) <= 1e-6  # stored: <= 2e-7
+            vecs[unit] = given[unit]
         if exclude is not None and len(exclude) != len(vecs):
             raise InvalidInput(f"exclude has {len(exclude)} ids for {len(vecs)} vectors")
         return reader.nearest_arrays(snap, vecs, k, where, exclude, recall=recall, exact=exact)

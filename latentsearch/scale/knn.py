@@ -10,6 +10,8 @@ to end in id order and writes the file, the same file a one-process run writes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from latentsearch.errors import ClusterError, InvalidInput
 from latentsearch.progress import bar, say
 from latentsearch.storage.durable import fsync_file
 
-__all__ = ["knn", "knn_part", "KnnJob", "SUFFIXES", "JOBS_PER_WORKER", "MIN_JOB", "BATCH",
+__all__ = ["knn", "check_out", "knn_part", "KnnJob", "SUFFIXES", "JOBS_PER_WORKER", "MIN_JOB", "BATCH",
            "PARQUET_ROWS"]
 
 SUFFIXES = (".npy", ".parquet")
@@ -36,14 +38,14 @@ _opened: dict[str, Any] = {}  # per worker process: collections by folder, reuse
 @dataclass(frozen=True)
 class KnnJob:
     """The live ids ``first <= id < stop`` (``count`` of them) of the collection at ``path``,
-    as of ``generation``."""
+    as the driver saw it (``stamp``)."""
 
     index: int
     path: str
     first: int
     stop: int
     count: int
-    generation: int | None
+    stamp: str  # the driver's generation (see _stamp): the worker must search the same
     k: int
     batch: int
 
@@ -67,18 +69,11 @@ def knn(col: Any, out: str | os.PathLike, k: int = 10, *, cluster: Any = None,
     queries, and its range's answers until the task returns them; the collection's folder
     must be on storage every node sees.
     """
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise InvalidInput(f"knn writes .npy or .parquet files, not {out.name!r}")
-    if suffix == ".parquet":
-        _pyarrow()
+    out = check_out(out)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise InvalidInput(f"k must be a positive integer, got {k!r}")
     if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
         raise InvalidInput(f"batch must be a positive integer, got {batch!r}")
-    if not out.parent.is_dir():
-        raise InvalidInput(f"cannot write {out}: folder {out.parent} does not exist")
     k, batch = int(k), int(batch)
     ids = np.asarray(col.ids(), dtype=np.int64)
     rows = np.empty(len(ids), _row_type(k))
@@ -89,6 +84,22 @@ def knn(col: Any, out: str | os.PathLike, k: int = 10, *, cluster: Any = None,
         _run_on(cluster, col, rows, batch, quiet)
     _write(out, rows)
     say(f"wrote the {k} nearest of {len(ids)} items to {out}", quiet)
+    return out
+
+
+def check_out(out: str | os.PathLike) -> Path:
+    """``out`` as a path knn can write (a .npy or .parquet file in an existing folder,
+    pyarrow installed for .parquet), or InvalidInput: checked before any work."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InvalidInput(f"knn writes a .npy or .parquet file, not {out.name!r}")
+    if suffix == ".parquet":
+        _pyarrow()
+    if not out.parent.is_dir():
+        raise InvalidInput(f"cannot write {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise InvalidInput(f"cannot write {out}: it is a folder")
     return out
 
 
@@ -116,43 +127,53 @@ def _run_on(cluster: Any, col: Any, rows: np.ndarray, batch: int, quiet: bool) -
     ids, n, k = rows["id"], len(rows), rows.dtype["neighbors"].shape[0]
     parts = max(1, min(cluster.workers * JOBS_PER_WORKER, -(-n // MIN_JOB)))
     bounds = np.linspace(0, n, parts + 1).astype(int)
-    generation = getattr(col, "generation", None)
+    stamp = _stamp(col)
     jobs = []
     for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         if a < b:
             stop = int(ids[b]) if b < n else int(ids[-1]) + 1
             jobs.append(KnnJob(j, str(Path(col.path).resolve()), int(ids[a]), stop,
-                               int(b - a), generation, k, batch))
+                               int(b - a), stamp, k, batch))
     done = cluster.map(knn_part, jobs, desc="knn on the cluster", unit="item",
                        sizes=[job.count for job in jobs], quiet=quiet)
     row = 0
     for part in done:
         if not np.array_equal(part["id"], ids[row : row + len(part)]):
-            raise ClusterError(f"collection {col.name} changed during knn; run it again")
+            raise ClusterError(f"collection {col.name} changed while knn ran; run it again")
         rows[row : row + len(part)] = part
         row += len(part)
     if row != n:
-        raise ClusterError(f"collection {col.name} changed during knn; run it again")
+        raise ClusterError(f"collection {col.name} changed while knn ran; run it again")
+
+
+def _stamp(col: Any) -> str:
+    """What names one committed generation of one collection: its number, when the
+    collection was created (a rebuild under the same name starts counting again) and
+    its files' checksums."""
+    m = col.manifest
+    doc = [m.get("generation"), m.get("created"), m.get("files")]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def knn_part(job: KnnJob) -> np.ndarray:
     """Runs on a worker: the rows (structured, as written) of the live ids in ``job``'s
-    range. The collection is opened once per worker process, without re-checking its
-    checksums (the driver checked that generation when it opened it)."""
+    range. The collection is opened once per worker process (its tasks reuse it), without
+    re-checking its checksums: the driver checked them when it opened the generation that
+    ``stamp`` names, and a worker that finds another one refuses to answer."""
     from latentsearch.collection import open_collection
 
     col = _opened.get(job.path)
     if col is None:
+        _opened.clear()  # one collection held per worker: the last one asked for
         col = _opened[job.path] = open_collection(job.path, verify=False)
-    elif job.generation is not None and col.generation != job.generation:
+    elif _stamp(col) != job.stamp:
         col.reload()
-    if job.generation is not None and col.generation != job.generation:
-        raise ClusterError(f"collection {col.name} changed during knn (generation "
-                           f"{job.generation} -> {col.generation}); run it again")
+    if _stamp(col) != job.stamp:
+        raise ClusterError(f"collection {col.name} changed while knn ran; run it again")
     ids = col.ids()
     ids = ids[(ids >= job.first) & (ids < job.stop)]
     if len(ids) != job.count:
-        raise ClusterError(f"collection {col.name} changed during knn; run it again")
+        raise ClusterError(f"collection {col.name} changed while knn ran; run it again")
     rows = np.empty(len(ids), _row_type(job.k))
     rows["id"] = ids
     for start in range(0, len(rows), job.batch):
