@@ -147,11 +147,11 @@ def _run_on(cluster: Any, col: Any, rows: np.ndarray, batch: int, quiet: bool) -
 
 
 def _stamp(col: Any) -> str:
-    """What names one committed generation of one collection: its number, when the
-    collection was created (a rebuild under the same name starts counting again) and
-    its files' checksums."""
+    """What names one committed generation of one collection: its number (a sharded
+    collection's sums its shards'), when it was created (a rebuild under the same name
+    counts again from the start) and its manifest's files with their checksums."""
     m = col.manifest
-    doc = [m.get("generation"), m.get("created"), m.get("files")]
+    doc = [col.generation, m.get("created"), m.get("files")]
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
