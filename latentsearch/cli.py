@@ -48,6 +48,12 @@ QUIET = click.option("--quiet", "-q", is_flag=True, callback=_silence, expose_va
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace an existing collection of that name.")
 WAIT = click.option("--wait", type=float, default=0.0, show_default=True,
                     help="Seconds to wait for another writer's lock before giving up.")
+RAY = click.option("--ray", "ray", metavar="ADDRESS", default=None,
+                   help="Run on a Ray cluster: auto (RAY_ADDRESS, or `ray start` here), local "
+                        "(start one in this process), or host:port. Needs the ray extra.")
+SHARDS = click.option("--shards", type=click.IntRange(1, 4096), default=1, show_default=True,
+                      help="Split into this many collections under one parent (for an index "
+                           "too big for one machine); searched together.")
 JSON = click.option("--json", "as_json", is_flag=True, callback=_silence,
                     help="Print one JSON document on stdout and nothing else there (no progress).")
 
@@ -128,26 +134,29 @@ def build() -> None:
 @INDEX
 @RECALL
 @click.option("--metric", type=click.Choice(METRICS), default="l2", show_default=True)
+@SHARDS
+@RAY
 @OVERWRITE
 @QUIET
 @JSON
 @_cli_words
 def build_vectors_cmd(file: str, labels: str | None, name: str | None, root: str | None,
-                      index_spec: str, recall: float, metric: str, overwrite: bool,
-                      quiet: bool, as_json: bool) -> None:
+                      index_spec: str, recall: float, metric: str, shards: int, ray: str | None,
+                      overwrite: bool, quiet: bool, as_json: bool) -> None:
     """Index vectors made elsewhere: an (n, dim) float array in a .npy file.
 
     \b
     Example:
       latentsearch build vectors emb.npy --labels labels.txt --name emb
       latentsearch build vectors emb.npy --recall 0.99
+      latentsearch build vectors emb.npy --ray auto --shards 4
     """
     from latentsearch.pipelines import default_name, load_labels
 
     labs = load_labels(labels) if labels else None
     col = ls.build_vectors(file, labs, name=name or default_name(file), root=root,
                            index=index_spec, metric=metric, overwrite=overwrite, quiet=quiet,
-                           recall=recall)
+                           recall=recall, shards=shards, ray=ray)
     _built(col, as_json)
 
 
@@ -171,6 +180,8 @@ def build_vectors_cmd(file: str, labels: str | None, name: str | None, root: str
 @click.option("--metric", type=click.Choice(METRICS), default=None,
               help="Default: what the encoder recommends for its latents.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@SHARDS
+@RAY
 @OVERWRITE
 @QUIET
 @JSON
@@ -178,7 +189,8 @@ def build_vectors_cmd(file: str, labels: str | None, name: str | None, root: str
 def build_images_cmd(source: str, name: str | None, root: str | None, encoder: str,
                      latent_dim: int, size: int, color: str, fit: str, epochs: int | None,
                      index_spec: str, recall: float, metric: str | None, seed: int,
-                     overwrite: bool, quiet: bool, as_json: bool) -> None:
+                     shards: int, ray: str | None, overwrite: bool, quiet: bool,
+                     as_json: bool) -> None:
     """Train an image autoencoder on SOURCE and index the latents.
 
     SOURCE: mnist (built-in 5,000 digits), mnist-full (needs the internet), a folder of
@@ -189,11 +201,12 @@ def build_images_cmd(source: str, name: str | None, root: str | None, encoder: s
     Example:
       latentsearch build images ./photos --name photos --color rgb --size 64
       latentsearch build images ./photos --name photos --fit pad
+      latentsearch build images /shared/photos --name photos --ray auto
     """
     col = ls.build_images(source, name=name, root=root, encoder=encoder, latent_dim=latent_dim,
                           size=size, color=color, fit=fit, epochs=epochs, index=index_spec,
                           metric=metric, seed=seed, overwrite=overwrite, quiet=quiet,
-                          recall=recall)
+                          recall=recall, shards=shards, ray=ray)
     _built(col, as_json)
 
 
@@ -215,14 +228,16 @@ def build_images_cmd(source: str, name: str | None, root: str | None, encoder: s
 @RECALL
 @click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@SHARDS
+@RAY
 @OVERWRITE
 @QUIET
 @JSON
 @_cli_words
 def build_text_cmd(source: str, name: str | None, root: str | None, dim: int | None,
                    epochs: int | None, train_extra: str | None, prior: str, index_spec: str,
-                   recall: float, metric: str, seed: int, overwrite: bool, quiet: bool,
-                   as_json: bool) -> None:
+                   recall: float, metric: str, seed: int, shards: int, ray: str | None,
+                   overwrite: bool, quiet: bool, as_json: bool) -> None:
     """Train word embeddings on SOURCE and index pooled sentence vectors.
 
     SOURCE: news (built-in 300 articles), a .txt file (one item a line), or a .jsonl/.csv
@@ -232,11 +247,12 @@ def build_text_cmd(source: str, name: str | None, root: str | None, dim: int | N
     Example:
       latentsearch build text notes.txt --name notes
       latentsearch build text notizen.txt --prior none
+      latentsearch build text corpus.jsonl --ray auto --shards 8
     """
     col = ls.build_text(source, name=name, root=root, dim=dim, epochs=epochs,
                         train_extra=train_extra, index=index_spec, metric=metric, seed=seed,
                         overwrite=overwrite, quiet=quiet, recall=recall,
-                        prior=None if prior == "none" else prior)
+                        prior=None if prior == "none" else prior, shards=shards, ray=ray)
     _built(col, as_json)
 
 
@@ -244,8 +260,11 @@ def _built(col: ls.Collection, as_json: bool) -> None:
     if as_json:
         _echo_json(col.info)
         return
-    click.echo(f"built {col.name}: {_items(len(col))}, {col.dim}-d, {col.metric}, "
-               f"index {col.manifest['index']['factory']} at {col.path}")
+    shards = col.manifest.get("shards")
+    kind = (f"index {col.manifest['index']['factory']}" if shards is None
+            else f"{len(shards)} shards")
+    click.echo(f"built {col.name}: {_items(len(col))}, {col.dim}-d, {col.metric}, {kind} "
+               f"at {col.path}")
 
 
 # -- query ---------------------------------------------------------------------------------
@@ -342,6 +361,42 @@ def query(name: str, root: str | None, item_id: int | None, image: str | None, t
     click.echo("\n".join(hits_table(hits)))
 
 
+@main.command()
+@click.argument("name")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
+              help="File to write: .npy (one structured array) or .parquet (needs pyarrow).")
+@click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option("--ray", "ray", metavar="ADDRESS", default=None,
+              help="Split the work over a Ray cluster: auto (RAY_ADDRESS, or `ray start` "
+                   "here), local (start one in this process), or host:port. Needs the ray extra.")
+@ROOT
+@QUIET
+@JSON
+def knn(name: str, out: str, k: int, ray: str | None, root: str | None, quiet: bool,
+        as_json: bool) -> None:
+    """Write every item's k nearest other items (the kNN graph) to one file.
+
+    Row per item in id order: id, its neighbours nearest first, their distances; an item
+    with fewer than k others gets id -1 / distance inf for the missing ones.
+
+    \b
+    Examples:
+      latentsearch knn emb --out emb-knn.parquet -k 20
+      latentsearch knn photos --out /shared/photos-knn.npy --ray auto
+    """
+    from latentsearch.collection.build import on_cluster
+    from latentsearch.scale.knn import check_out, knn as write_knn
+
+    check_out(out)  # a file it cannot write is refused before the collection or the cluster
+    col = ls.open(name, root)
+    with on_cluster(ray) as cluster:
+        path = write_knn(col, out, k, cluster=cluster, quiet=quiet)
+    if as_json:
+        _echo_json({"collection": col.name, "items": len(col), "k": k, "out": str(path)})
+        return
+    click.echo(f"wrote the {k} nearest of {_items(len(col))} in {col.name} to {path}")
+
+
 # -- changing ------------------------------------------------------------------------------
 
 
@@ -351,20 +406,22 @@ def query(name: str, root: str | None, item_id: int | None, image: str | None, t
 @ROOT
 @click.option("--labels", type=click.Path(dir_okay=False), help="Labels for the new items.")
 @WAIT
+@RAY
 @QUIET
 @JSON
 def add(name: str, source: str, root: str | None, labels: str | None, wait: float,
-        quiet: bool, as_json: bool) -> None:
+        ray: str | None, quiet: bool, as_json: bool) -> None:
     """Encode SOURCE with the stored encoder and append it; ids continue from the last.
 
     \b
     Example:
       latentsearch add emb more.npy --labels more_labels.txt
+      latentsearch add photos /shared/new-photos --ray auto
     """
     col = ls.open(name, root)
     from latentsearch.pipelines import add_source
 
-    ids = add_source(col, source, labels, wait=wait, quiet=quiet)
+    ids = add_source(col, source, labels, wait=wait, quiet=quiet, ray=ray)
     if as_json:
         _echo_json({"collection": col.name, "added": len(ids), "ids": ids.tolist(),
                     "count": len(col)})
@@ -639,8 +696,11 @@ def demo(root: str | None, rebuild: bool, epochs: int | None) -> None:
               metavar="BYTES", help="Largest request body (413 above).")
 @click.option("--cors", multiple=True, metavar="ORIGIN",
               help="Let pages from ORIGIN call the API (repeat for more; default: none).")
+@click.option("--ray", "ray", metavar="ADDRESS", default=None,
+              help="Hold each shard of a sharded collection in a Ray actor on this cluster "
+                   "(auto, local, or an address); unsharded collections stay in this process.")
 def serve(names: tuple[str, ...], root: str | None, host: str, port: int, token: str | None,
-          read_only: bool, max_body: int, cors: tuple[str, ...]) -> None:
+          read_only: bool, max_body: int, cors: tuple[str, ...], ray: str | None) -> None:
     """Serve collections over HTTP (JSON API, OpenAPI at /docs) and a page to browse them at /.
 
     Serves the NAMES given, or every collection under the root (also those built later);
@@ -651,6 +711,7 @@ def serve(names: tuple[str, ...], root: str | None, host: str, port: int, token:
       latentsearch serve                      # http://127.0.0.1:8000/
       latentsearch serve mnist news --read-only
       latentsearch serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+      latentsearch serve big --ray auto       # big's shards in actors on the cluster
     """
     try:
         from latentsearch.serve.app import create_app
@@ -658,17 +719,20 @@ def serve(names: tuple[str, ...], root: str | None, host: str, port: int, token:
     except ImportError as exc:
         raise InvalidInput(f"serve needs the serve extra: pip install 'latentsearch[serve]' "
                            f"({exc})") from None
+    from latentsearch.collection.build import on_cluster
 
     server.check_exposure(host, token)
-    app = create_app(root, list(names) or None, token=token or None, read_only=read_only,
-                     max_body=max_body, cors=list(cors) or None)
-    sock = server.bind(host, port)
-    count = len(app.state.registry.names())
+    with on_cluster(ray) as cluster:
+        app = create_app(root, list(names) or None, token=token or None, read_only=read_only,
+                         max_body=max_body, cors=list(cors) or None, cluster=cluster)
+        sock = server.bind(host, port)
+        count = len(app.state.registry.names())
 
-    def announce(url: str) -> None:
-        click.echo(f"serving {count} collection{'' if count == 1 else 's'} at {url}")
+        def announce(url: str) -> None:
+            click.echo(f"serving {count} collection{'' if count == 1 else 's'} at {url}"
+                       + (" (shards on the Ray cluster)" if cluster is not None else ""))
 
-    server.run(app, sock, announce=announce)
+        server.run(app, sock, announce=announce)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

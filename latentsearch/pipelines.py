@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from latentsearch import encoders as _encoders
-from latentsearch.collection.build import check_new, create
+from latentsearch.collection.build import check_new, on_cluster, store
 from latentsearch.collection.collection import Collection
 from latentsearch.io.arrays import load_npy
-from latentsearch.progress import say as _say
+from latentsearch.progress import say as _say, warn as _warn
+from latentsearch.scale.build import PART_ITEMS, Part, encode_on_cluster, train_rows
+from latentsearch.storage.files import staging
 from latentsearch.types import RecordFields, label_text, labels_as_text
 from latentsearch.errors import EncoderError, InvalidInput
 from latentsearch.encoders.tf import import_tensorflow
@@ -72,7 +75,9 @@ def build_images(
     overwrite: bool = False,
     quiet: bool = False,
     recall: float = 0.95,
-) -> Collection:
+    shards: int = 1,
+    ray: str | None = None,
+):
     """Train an image autoencoder on ``source`` and index every image's latent vector.
 
     ``source``: ``"mnist"`` (5,000 digits shipped in the package), ``"mnist-full"`` (Keras'
@@ -82,6 +87,9 @@ def build_images(
     encoder recommends for its latents. A taken ``name`` fails before anything is loaded.
     ``fit``: how non-square images become square (``crop`` the centre, ``pad`` with black,
     ``stretch``), kept in the encoder's config so queries are made square the same way.
+    The encoder trains on at most ``TRAIN_SAMPLE["image"]`` images (a seeded sample).
+    ``shards`` and ``ray`` as for :func:`latentsearch.build_vectors`; with ``ray`` the
+    images are also read, decoded and encoded on the cluster (``latentsearch.scale.build``).
     """
     from latentsearch.io.images import ImageSet, conform_images, load_image_source
 
@@ -90,34 +98,114 @@ def build_images(
         raise InvalidInput("build_images(array) needs name=: an array has no file name")
     source = source if is_array else os.fspath(source)
     name = name or default_name(source)
-    check_new(name, root, overwrite)  # before a minute of training, not after
+    target = check_new(name, root, overwrite)  # before a minute of training, not after
     cls = _encoders.get(encoder)
     if cls.modality != "image":
         raise InvalidInput(f"encoder {encoder!r} is not an image encoder (use conv or dense)")
-    if is_array:
-        if color not in ("gray", "rgb"):
-            raise InvalidInput(f"color must be 'gray' or 'rgb', got {color!r}")
-        images = conform_images(source, size=size, channels=1 if color == "gray" else 3,
-                                fit=fit)
-        data = ImageSet(images, [None] * len(images), [None] * len(images))
-        source = f"array {tuple(source.shape)}"  # what the manifest says it was built from
-    else:
-        _say(f"loading images from {source}", quiet)
-        data = load_image_source(source, size=size, color=color, fit=fit)
+    if color not in ("gray", "rgb"):
+        raise InvalidInput(f"color must be 'gray' or 'rgb', got {color!r}")
+    with on_cluster(ray) as cluster:
+        files = None
+        if is_array:
+            images = conform_images(source, size=size, channels=1 if color == "gray" else 3,
+                                    fit=fit)
+            data = ImageSet(images, [None] * len(images), [None] * len(images))
+            source = f"array {tuple(source.shape)}"  # what the manifest says it was built from
+        elif cluster is not None and Path(source).is_dir():
+            files, data = _sample_folder(Path(source), size, color, fit, seed, quiet)
+        else:
+            _say(f"loading images from {source}", quiet)
+            data = load_image_source(source, size=size, color=color, fit=fit)
+        if labels is not None and files is None:
+            data.labels = labels_as_text(labels, len(data.images))
+        total = len(files) if files is not None else len(data.images)
+        rows = None if files is not None else train_rows(total, "image", seed)
+        sample = data.images if rows is None else data.images[rows]
+        _say(f"{total} images of {size}x{size} {color}; training {encoder} autoencoder on "
+             f"{len(sample)}", quiet)
+        import_tensorflow()  # training needs it; imported once, without its start-up chatter
+        t0 = time.perf_counter()
+        enc = cls.fit(sample, latent_dim=latent_dim, epochs=epochs, seed=seed, quiet=quiet,
+                      fit=fit)
+        _say(f"trained in {time.perf_counter() - t0:.1f}s", quiet)
+        metric = metric or enc.config().get("recommended_metric", "l2")
+        with _scratch(cluster, target.parent, name) as scratch:
+            if cluster is None:
+                vectors, images = enc.encode(data.images), data.images
+            else:
+                saved = _saved_encoder(scratch, enc)
+                parts = (_file_parts(scratch, saved, files, Path(source)) if files is not None
+                         else _row_parts(scratch, saved, data.images, PART_ITEMS["image"]))
+                vectors, images, done = encode_on_cluster(
+                    cluster, parts, dim=enc.dim, pixels=data.images.shape[1:], quiet=quiet)
+                if files is not None:
+                    data = _folder_result(Path(source), done, images, labels)
+            records = _image_records(data.labels, data.sources)
+            return store(name, shards=shards, cluster=cluster, encoder=enc, vectors=vectors,
+                         records=records, root=root, index=index, metric=metric,
+                         overwrite=overwrite, quiet=quiet, extra={"source": source},
+                         images=images, recall=recall)
+
+
+def _scratch(cluster, parent: Path, prefix: str):
+    """A staging folder on shared storage for a cluster's partitions (None without one)."""
+    return nullcontext() if cluster is None else staging(parent, prefix)
+
+
+def _sample_folder(root: Path, size: int, color: str, fit: str, seed: int, quiet: bool):
+    """A folder source for a cluster build: its image files, and the seeded training
+    sample of them decoded here (the rest is decoded on the workers)."""
+    from latentsearch.io.images import RESAMPLE, _channels, decode_files, list_folder
+
+    files, _, _ = list_folder(root)
+    rows = train_rows(len(files), "image", seed)
+    chosen = files if rows is None else [files[i] for i in rows]
+    _say(f"{len(files)} image files in {root}; decoding {len(chosen)} to train on", quiet)
+    sample = decode_files(chosen, root, size=size, channels=_channels(color), fit=fit,
+                          resample=RESAMPLE)
+    if not len(sample):
+        raise InvalidInput(f"none of the {len(chosen)} sampled image file(s) in {root} could "
+                           f"be read (first problem: {': '.join(sample.skipped[0])})")
+    return files, sample
+
+
+def _saved_encoder(scratch, enc) -> tuple[str, dict[str, Any]]:
+    folder = scratch.path("encoder/.keep").parent
+    enc.save(folder)
+    return str(folder), {"name": enc.name, "config": enc.config()}
+
+
+def _file_parts(scratch, encoder: tuple[str, dict], files: list[Path], root: Path) -> list[Part]:
+    """Partitions of a folder's image files; ``encoder``: its saved folder and spec."""
+    step = PART_ITEMS["image"]
+    return [Part(i, str(scratch.dir), *encoder, files=[str(f) for f in files[a : a + step]],
+                 root=str(root)) for i, a in enumerate(range(0, len(files), step))]
+
+
+def _row_parts(scratch, encoder: tuple[str, dict], items: Sequence[Any], step: int) -> list[Part]:
+    """Partitions of images or texts held here, ``step`` items each."""
+    return [Part(i, str(scratch.dir), *encoder, items=items[a : a + step])
+            for i, a in enumerate(range(0, len(items), step))]
+
+
+def _folder_result(root: Path, done, images: np.ndarray, labels):
+    """The ImageSet of a folder encoded on the cluster: labels and sources from the
+    workers, in partition order; the unreadable files warned about as a one-process read
+    does."""
+    from latentsearch.io.images import ImageSet
+
+    labs = [lab for e in done for lab in e.labels]
+    srcs = [src for e in done for src in e.sources]
+    skipped = [s for e in done for s in e.skipped]
+    if not srcs:
+        raise InvalidInput(f"none of the image files in {root} could be read "
+                           f"(first problem: {': '.join(skipped[0])})")
+    if skipped:
+        lines = [f"  {path}: {why}" for path, why in skipped]
+        _warn(f"warning: skipped {len(skipped)} file(s) in {root}:\n" + "\n".join(lines))
     if labels is not None:
-        data.labels = labels_as_text(labels, len(data.images))
-    _say(f"{len(data.images)} images of {size}x{size} {color}; training {encoder} autoencoder", quiet)
-    import_tensorflow()  # training needs it; imported once, without its start-up chatter
-    t0 = time.perf_counter()
-    enc = cls.fit(data.images, latent_dim=latent_dim, epochs=epochs, seed=seed, quiet=quiet,
-                  fit=fit)
-    vectors = enc.encode(data.images)
-    _say(f"trained and encoded in {time.perf_counter() - t0:.1f}s", quiet)
-    records = _image_records(data.labels, data.sources)
-    metric = metric or enc.config().get("recommended_metric", "l2")
-    return create(name, encoder=enc, vectors=vectors, records=records, root=root, index=index,
-                  metric=metric, overwrite=overwrite, quiet=quiet,
-                  extra={"source": source}, images=data.images, recall=recall)
+        labs = labels_as_text(labels, len(srcs))
+    return ImageSet(images, labs, srcs, skipped)
 
 
 def build_text(
@@ -135,33 +223,50 @@ def build_text(
     quiet: bool = False,
     prior: str | None = "wordnet",
     recall: float = 0.95,
-) -> Collection:
+    shards: int = 1,
+    ray: str | None = None,
+):
     """Train word embeddings on ``source`` (plus ``train_extra``) and index pooled vectors.
 
     ``source``: ``"news"`` (300 articles shipped in the package), a .txt file (one item a
     line), or a .jsonl/.csv file with a ``text`` field and optional ``label`` and ``id``.
     ``prior``: ``"wordnet"`` starts from the shipped English prior and adapts it to the
     texts; None learns from the texts alone (other languages, private jargon).
+    The embeddings train on at most ``TRAIN_SAMPLE["text"]`` texts (a seeded sample).
+    ``shards`` and ``ray`` as for :func:`latentsearch.build_vectors`; with ``ray`` the texts
+    are also tokenised and encoded on the cluster.
     """
     from latentsearch.io.texts import load_text_source, read_texts_file
 
     source = os.fspath(source)
     name = name or default_name(source)
-    check_new(name, root, overwrite)  # before training, not after
+    target = check_new(name, root, overwrite)  # before training, not after
     cls = _encoders.get("text")
-    data = load_text_source(source)
-    extra_texts = read_texts_file(train_extra) if train_extra else None
-    _say(f"{len(data.texts)} texts from {source}; training text encoder", quiet)
-    import_tensorflow()
-    t0 = time.perf_counter()
-    enc = cls.fit(data.texts, dim=dim, epochs=epochs, seed=seed, quiet=quiet,
-                  extra_texts=extra_texts, prior=prior)
-    vectors = enc.encode(data.texts)
-    _say(f"trained and encoded in {time.perf_counter() - t0:.1f}s", quiet)
-    records = _text_records(data, data.labels)
-    return create(name, encoder=enc, vectors=vectors, records=records, root=root, index=index,
-                  metric=metric, overwrite=overwrite, quiet=quiet, extra={"source": source},
-                  recall=recall)
+    with on_cluster(ray) as cluster:
+        data = load_text_source(source)
+        extra_texts = read_texts_file(train_extra) if train_extra else None
+        rows = train_rows(len(data.texts), "text", seed)
+        sample = data.texts if rows is None else [data.texts[i] for i in rows]
+        _say(f"{len(data.texts)} texts from {source}; training text encoder on {len(sample)}",
+             quiet)
+        import_tensorflow()
+        t0 = time.perf_counter()
+        enc = cls.fit(sample, dim=dim, epochs=epochs, seed=seed, quiet=quiet,
+                      extra_texts=extra_texts, prior=prior)
+        _say(f"trained in {time.perf_counter() - t0:.1f}s", quiet)
+        records = _text_records(data, data.labels)
+        with _scratch(cluster, target.parent, name) as scratch:
+            if cluster is None:
+                vectors = enc.encode(data.texts)
+            else:
+                parts = _row_parts(scratch, _saved_encoder(scratch, enc), data.texts,
+                                   PART_ITEMS["text"])
+                vectors, _, _ = encode_on_cluster(cluster, parts, dim=enc.dim, pixels=None,
+                                                  quiet=quiet)
+            return store(name, shards=shards, cluster=cluster, encoder=enc, vectors=vectors,
+                         records=records, root=root, index=index, metric=metric,
+                         overwrite=overwrite, quiet=quiet, extra={"source": source},
+                         recall=recall)
 
 
 def encode_source(
@@ -196,11 +301,51 @@ def encode_source(
 
 def add_source(col: Collection, source: str | os.PathLike,
                labels: Sequence[Any] | str | None = None, *, wait: float = 0.0,
-               quiet: bool = True) -> np.ndarray:
+               quiet: bool = True, ray: str | None = None) -> np.ndarray:
     """Load ``source`` the way ``build`` does for ``col``'s modality and append its items
-    (``latentsearch add NAME SOURCE``); returns their new ids."""
-    vecs, records, images = encode_source(col, source, labels)
-    return col.add_vectors(vecs, records, images=images, wait=wait, quiet=quiet)
+    (``latentsearch add NAME SOURCE``); returns their new ids. With ``ray`` (a cluster's
+    address) the items are read, decoded and encoded on the cluster with the collection's
+    stored encoder; this process commits them once, as one add."""
+    if ray is None or col.modality == "vectors":  # vectors: nothing to encode
+        vecs, records, images = encode_source(col, source, labels)
+        return col.add_vectors(vecs, records, images=images, wait=wait, quiet=quiet)
+    # the scratch folder beside the collection, not in it: a commit there clears strays
+    with on_cluster(ray) as cluster, staging(col.path.parent, col.name) as scratch:
+        vecs, records, images = _encode_on(cluster, scratch, col, os.fspath(source), labels,
+                                           quiet)
+        return col.add_vectors(vecs, records, images=images, wait=wait, quiet=quiet)
+
+
+def _encode_on(cluster, scratch, col: Collection, source: str, labels, quiet: bool):
+    """``encode_source`` with the encoding done on ``cluster`` (partitions of the source)."""
+    if isinstance(labels, (str, os.PathLike)):
+        labels = load_labels(labels)
+    saved = (str(col.path / "encoder"), col.manifest["encoder"])
+    if col.modality == "image":
+        from latentsearch.io.images import image_options, list_folder, load_image_source
+
+        opts = image_options(saved[1]["config"])
+        pixels = (opts["size"], opts["size"], 1 if opts["color"] == "gray" else 3)
+        if Path(source).is_dir():
+            files, _, _ = list_folder(Path(source))
+            parts = _file_parts(scratch, saved, files, Path(source))
+            vecs, images, done = encode_on_cluster(cluster, parts, dim=col.dim, pixels=pixels,
+                                                   quiet=quiet)
+            data = _folder_result(Path(source), done, images, labels)
+            return vecs, _image_records(data.labels, data.sources), images
+        data = load_image_source(source, **opts)
+        parts = _row_parts(scratch, saved, data.images, PART_ITEMS["image"])
+        vecs, images, _ = encode_on_cluster(cluster, parts, dim=col.dim, pixels=pixels,
+                                            quiet=quiet)
+        labs = labels_as_text(labels, len(vecs)) if labels is not None else data.labels
+        return vecs, _image_records(labs, data.sources), images
+    from latentsearch.io.texts import load_text_source
+
+    data = load_text_source(source)
+    parts = _row_parts(scratch, saved, data.texts, PART_ITEMS["text"])
+    vecs, _, _ = encode_on_cluster(cluster, parts, dim=col.dim, pixels=None, quiet=quiet)
+    labs = labels_as_text(labels, len(vecs)) if labels is not None else data.labels
+    return vecs, _text_records(data, labs), None
 
 
 def _image_records(labels, sources) -> list[RecordFields]:

@@ -139,10 +139,13 @@ def connect(address: str) -> Cluster:
 def fault_point(where: str) -> None:
     """Fault injection for the tests: when ``$LATENTSEARCH_FAULTS`` names a folder holding a
     file ``kill-<where>``, the file is removed and this worker process SIGKILLs itself (once:
-    the retry finds no file). Does nothing otherwise."""
+    the retry finds no file); a file ``fail-<where>`` makes it raise, every time. Does
+    nothing otherwise."""
     folder = os.environ.get(_FAULTS)
     if not folder:
         return
+    if (Path(folder) / f"fail-{where}").exists():
+        raise RuntimeError(f"fault injected at {where}")
     try:
         (Path(folder) / f"kill-{where}").unlink()
     except FileNotFoundError:
