@@ -7,6 +7,12 @@ answer is durable). Bodies are parsed and answers written with orjson
 (``latentsearch.serve.jsonio``). Errors are ``{"error", "type"}`` with a 4xx status (see
 ``latentsearch.serve.responses``); the token, the body cap and the last-resort 500 are the
 :class:`~latentsearch.serve.guard.Guard` around the app.
+
+Sharded collections are served like the others (one name; ``latentsearch.collection.sharded``
+fans each query out to the shards and merges the answers). With a ``cluster``
+(``latentsearch serve --ray``) each shard lives in a Ray actor, placed by Ray on a node with
+room, and the server only encodes queries and merges; unsharded collections stay in this
+process either way.
 """
 
 from __future__ import annotations
@@ -91,15 +97,18 @@ def create_app(
     max_body: int = 20_000_000,
     cors: str | Sequence[str] | None = None,
     reload_every: float = RELOAD_EVERY,
+    cluster: Any = None,
 ) -> FastAPI:
     """The app serving ``names`` under ``root`` (every collection there when None).
 
     ``token``: every request but /health and the page needs ``Authorization: Bearer
     <token>``; ``read_only``: adds and removals answer 403; ``max_body``: the largest request
     body in bytes (413 above); ``cors``: origins allowed to call the API from a browser
-    (none by default); ``reload_every``: seconds between looks at a manifest on disk.
+    (none by default); ``reload_every``: seconds between looks at a manifest on disk;
+    ``cluster`` (``latentsearch.scale.cluster.Cluster``): hold the shards of sharded
+    collections in Ray actors on it (unsharded ones stay in this process).
     """
-    registry = Registry(root, names, reload_every=reload_every)
+    registry = Registry(root, names, reload_every=reload_every, cluster=cluster)
     app = FastAPI(
         title="latentsearch",
         version=__version__,
@@ -214,9 +223,11 @@ def create_app(
     def get_item_image(name: str, item_id: int) -> Response:
         """The stored pixels of an item of an image collection, scaled up for viewing."""
         col = registry.get(name)
-        if col.snapshot.main.images is None:
-            raise ApiError(404, "NoImages", f"collection {col.name} keeps no images")
-        png = thumbnail_png(col.images([item_id])[0])
+        try:
+            pixels = col.images([item_id])[0]
+        except InvalidInput:  # the one refusal of images(): none kept (sharded ones too)
+            raise ApiError(404, "NoImages", f"collection {col.name} keeps no images") from None
+        png = thumbnail_png(pixels)
         return Response(png, media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
 

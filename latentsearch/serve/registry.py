@@ -7,6 +7,11 @@ request stats its manifest.json (one ``os.stat``) and, when the file changed, re
 collection (a new snapshot; searches already running finish on the old one). When no names
 were given, every collection folder under the root is served, including ones built later.
 
+A sharded collection is one served name: its parent's and every shard's manifest.json are
+looked at, so an add committed to a shard by another process is picked up too. With a
+``cluster`` (``serve --ray``) each shard of a sharded collection is held by a Ray actor and
+queries fan out to them; unsharded collections are always served from this process.
+
 Names are checked with :func:`latentsearch.storage.paths.check_name` before any path is
 made from them; a bad name answers like an unknown one, and a folder that links out of the
 root is not served.
@@ -21,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from latentsearch.collection import Collection, list_collections
+from latentsearch.collection import Collection, ShardedCollection, list_collections
+from latentsearch.collection.sharded import is_sharded
 from latentsearch.errors import CollectionNotFound, InvalidInput, LatentSearchError
 from latentsearch.report.evaluate import evaluate
 from latentsearch.serve.responses import logger
-from latentsearch.storage.manifest import MANIFEST
+from latentsearch.storage.manifest import MANIFEST, SHARDED, inside, parse_manifest
 from latentsearch.storage.paths import check_name, resolve_root
 
 __all__ = ["Registry", "RELOAD_EVERY"]
@@ -34,8 +40,10 @@ __all__ = ["Registry", "RELOAD_EVERY"]
 RELOAD_EVERY = 0.5
 
 
-def _stat_key(path: Path) -> tuple[int, int, int] | None:
-    """What changes when manifest.json is replaced (it is renamed into place)."""
+Served = Collection | ShardedCollection
+
+
+def _stat_one(path: Path) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -43,10 +51,24 @@ def _stat_key(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+def _stat_key(folder: Path) -> tuple | None:
+    """What changes when a collection's manifest.json is replaced (it is renamed into
+    place); for a sharded collection, the parent's and every shard's. None: no manifest."""
+    parent = _stat_one(folder / MANIFEST)
+    if parent is None:
+        return None
+    try:
+        m = parse_manifest(folder)
+        shards = [s["name"] for s in m.get("shards", [])] if m.get("kind") == SHARDED else []
+        return (parent, *(_stat_one(inside(folder, name) / MANIFEST) for name in shards))
+    except (LatentSearchError, TypeError, KeyError):  # opening it will say what is wrong
+        return (parent,)
+
+
 @dataclass
 class _Entry:
-    col: Collection
-    stat: tuple[int, int, int] | None
+    col: Served
+    stat: tuple | None
     checked: float
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,8 +77,9 @@ class Registry:
     """The served collections under ``root`` (all of them, or only ``names``)."""
 
     def __init__(self, root: str | os.PathLike | None, names: Sequence[str] | None = None, *,
-                 reload_every: float = RELOAD_EVERY):
+                 reload_every: float = RELOAD_EVERY, cluster: Any = None):
         self.root = resolve_root(root)
+        self.cluster = cluster  # latentsearch.scale.cluster.Cluster: shards in Ray actors
         self.reload_every = float(reload_every)
         self.fixed: tuple[str, ...] | None = None
         if names:
@@ -106,7 +129,7 @@ class Registry:
 
     # -- collections ---------------------------------------------------------------------
 
-    def get(self, name: str) -> Collection:
+    def get(self, name: str) -> Served:
         """The Collection served as ``name``, opened on first use and reloaded when its
         manifest changed on disk; CollectionNotFound for any name not served."""
         entry = self._entries.get(name)
@@ -120,7 +143,12 @@ class Registry:
                 entry.lock.release()
         return entry.col
 
-    def _open(self, name: str) -> Collection:
+    def _open_folder(self, folder: Path) -> Served:
+        if is_sharded(folder):
+            return ShardedCollection(folder, cluster=self.cluster)
+        return Collection(folder)
+
+    def _open(self, name: str) -> Served:
         with self._opening:
             entry = self._entries.get(name)
             if entry is not None:
@@ -128,15 +156,15 @@ class Registry:
             folder = self._folder(name)
             if folder is None:
                 raise CollectionNotFound(f"no collection {name!r}")
-            stat = _stat_key(folder / MANIFEST)
-            col = Collection(folder)
+            stat = _stat_key(folder)
+            col = self._open_folder(folder)
             self._entries[name] = _Entry(col, stat, time.monotonic())
             return col
 
     def _refresh(self, name: str, entry: _Entry, now: float) -> None:
         entry.checked = now
         folder = self._folder(name)
-        stat = None if folder is None else _stat_key(folder / MANIFEST)
+        stat = None if folder is None else _stat_key(folder)
         if stat is None:  # removed (or no longer served): forget it
             with self._opening:
                 if self._entries.get(name) is entry:
@@ -146,9 +174,12 @@ class Registry:
             return
         created = entry.col.manifest.get("created")
         try:
-            entry.col.reload()
-            if entry.col.manifest.get("created") != created:
-                entry.col = Collection(folder)  # rebuilt: a new encoder too
+            if is_sharded(folder) != isinstance(entry.col, ShardedCollection):
+                entry.col = self._open_folder(folder)  # rebuilt as the other kind
+            else:
+                entry.col.reload()
+                if entry.col.manifest.get("created") != created:
+                    entry.col = self._open_folder(folder)  # rebuilt: a new encoder too
         except LatentSearchError as exc:  # keep serving the last good generation
             logger.warning("collection %s changed on disk but cannot be reloaded: %s", name, exc)
         entry.stat = stat
