@@ -228,3 +228,21 @@ def test_the_cli_builds_queries_and_changes_a_sharded_collection(tmp_path, root,
     r = run("compact", "emb", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["count"] == N + 1
+
+
+def test_an_image_collection_keeps_its_images_in_the_shards(root):
+    digits = np.load(ls.__path__[0] + "/data/mnist_5k.npz")
+    pixels, labels = digits["x"][:240], digits["y"][:240]
+    col = ls.build_images(pixels, labels=labels, name="digits", root=root, encoder="dense",
+                          epochs=1, index="flat", shards=2, quiet=True)
+    assert isinstance(col, ShardedCollection) and col.modality == "image"
+    assert not list(col.path.glob("*.npy")) and not (col.path / "encoder").exists()  # scratch
+    shown = col.images([239, 0, 120])
+    np.testing.assert_array_equal(shown[..., 0], pixels[[239, 0, 120]])
+    hits = col.search(image=pixels[130], k=3)  # encoded here, searched in both shards
+    assert hits[0].id == 130 and hits[0].distance < 1e-4
+    np.testing.assert_allclose(col.encode(pixels[130:131]), col.vectors([130]), atol=1e-5)
+    ids = col.add(pixels[:2], labels=["x", "y"])
+    np.testing.assert_array_equal(ids, [240, 241])
+    np.testing.assert_array_equal(col.images(ids)[..., 0], pixels[:2])
+    assert [r.label for r in col.get(ids)] == ["x", "y"]

@@ -460,6 +460,11 @@ class ShardedCollection:
         return list(self._paths)
 
     @property
+    def on_cluster(self) -> bool:
+        """Whether the shards are held by Ray actors (``serve --ray``), not this process."""
+        return isinstance(self._place, _OnCluster)
+
+    @property
     def generation(self) -> int:
         """The sum of the shards' generations: it grows with every commit to any shard."""
         return sum(s["generation"] for s in self._states)
