@@ -177,3 +177,13 @@ def test_cli_bad_suffix_is_one_line_and_leaves_no_file(root, tmp_path):
     assert r.stderr == "error: knn writes a .npy or .parquet file, not 'g.csv'\n"
     assert r.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["indexes"]
+
+
+def test_a_sharded_collection_gives_what_its_neighbors_give(root, tmp_path):
+    x, labels = clustered(1500, dim=16, seed=4)
+    col = ls.build_vectors(x, labels, name="sh", root=root, index="flat", shards=3, quiet=True)
+    assert type(col).__name__ == "ShardedCollection"
+    col.remove([3, 700, 1499])  # from the first, second and last shard
+    rows = np.load(knn(col, tmp_path / "s.npy", k=6), allow_pickle=False)
+    assert len(rows) == 1497
+    assert_like_neighbors(col, rows, 6)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import latentsearch as ls
+from conftest import clustered
 from latentsearch.cli import main
 from latentsearch.errors import ClusterError
 from latentsearch.scale import knn as knn_module
@@ -63,3 +65,12 @@ def test_cli_knn_with_ray_local_reuses_the_running_ray(root, tmp_path, ray_clust
     assert ray.is_initialized()  # the fixture's cluster was used, not stopped
     rows = np.load(tmp_path / "x.npy", allow_pickle=False)
     assert np.array_equal(rows, np.load(knn(col, tmp_path / "y.npy", k=5), allow_pickle=False))
+
+
+def test_a_sharded_collection_on_the_cluster_equals_one_process(root, tmp_path, cluster):
+    x, labels = clustered(3000, dim=16, seed=4)
+    col = ls.build_vectors(x, labels, name="sh", root=root, index="ivf", shards=3, quiet=True)
+    col.remove([3, 1500])
+    here = np.load(knn(col, tmp_path / "here.npy", k=6), allow_pickle=False)
+    there = np.load(knn(col, tmp_path / "there.npy", k=6, cluster=cluster), allow_pickle=False)
+    assert np.array_equal(there, here)
