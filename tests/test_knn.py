@@ -84,7 +84,6 @@ def test_parquet_row_groups_join_up(root, tmp_path, monkeypatch):
     col = changed_collection(root, "flat", n=1200)
     rows = np.load(knn(col, tmp_path / "g.npy", k=3), allow_pickle=False)
     monkeypatch.setattr(knn_module, "PARQUET_ROWS", 250)
-    monkeypatch.setattr(knn_module._write_parquet, "__defaults__", (250,))
     f = pq.ParquetFile(knn(col, tmp_path / "g.parquet", k=3))
     assert f.metadata.num_row_groups == -(-len(rows) // 250)
     table = f.read()

@@ -23,8 +23,8 @@ from latentsearch.errors import ClusterError, InvalidInput
 from latentsearch.progress import bar, say
 from latentsearch.storage.durable import fsync_file
 
-__all__ = ["knn", "check_out", "knn_part", "KnnJob", "SUFFIXES", "JOBS_PER_WORKER", "MIN_JOB", "BATCH",
-           "PARQUET_ROWS"]
+__all__ = ["knn", "check_out", "knn_part", "KnnJob", "SUFFIXES", "BATCH", "JOBS_PER_WORKER",
+           "MIN_JOB", "PARQUET_ROWS"]
 
 SUFFIXES = (".npy", ".parquet")
 BATCH = 10_000  # queries searched at a time: memory ~ BATCH x (dim + 3k) x 8 bytes
@@ -210,8 +210,9 @@ def _write(out: Path, rows: np.ndarray) -> None:
         raise
 
 
-def _write_parquet(path: Path, rows: np.ndarray, chunk: int = PARQUET_ROWS) -> None:
-    """Row groups of ``chunk`` rows: list offsets stay int32, memory stays one chunk."""
+def _write_parquet(path: Path, rows: np.ndarray) -> None:
+    """Row groups of ``PARQUET_ROWS`` rows: list offsets stay int32, memory one group."""
+    chunk = PARQUET_ROWS
     pa = _pyarrow()
     import pyarrow.parquet as pq
 
