@@ -246,3 +246,26 @@ def test_an_image_collection_keeps_its_images_in_the_shards(root):
     np.testing.assert_array_equal(ids, [240, 241])
     np.testing.assert_array_equal(col.images(ids)[..., 0], pixels[:2])
     assert [r.label for r in col.get(ids)] == ["x", "y"]
+
+
+def test_reload_follows_a_rebuild_and_the_server_a_change_of_kind(root, data):
+    x, labels, _ = data
+    held = ls.build_vectors(x[:300], name="r", root=root, index="flat", shards=2)
+    ls.build_vectors(x[:600], name="r", root=root, index="flat", shards=3, overwrite=True)
+    assert len(held.reload()) == 600 and len(held.shard_paths) == 3
+    same_hits(held.neighbors(450, k=5), ls.open("r", root).neighbors(450, k=5))
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from latentsearch.serve.app import create_app
+
+    ls.build_vectors(x[:200], name="srv", root=root, index="flat")
+    client = TestClient(create_app(root, reload_every=0.0))
+    assert client.get("/collections/srv").json()["count"] == 200
+    ls.build_vectors(x[:900], name="srv", root=root, index="flat", shards=3, overwrite=True)
+    info = client.get("/collections/srv").json()
+    assert info["count"] == 900 and info["kind"] == "sharded"
+    ls.open("srv", root).add_vectors(x[:1] + np.float32(0.01), [("late", None, None, None)])
+    r = client.post("/collections/srv/search", json={"id": 0, "k": 1})
+    assert r.json()["hits"][0]["id"] == 900  # a shard's commit by another object, seen

@@ -332,6 +332,17 @@ class ShardActor:
         self.col.reload()
 
 
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """What the parent manifest lists, opened: replaced as a whole by a reload."""
+
+    manifest: dict[str, Any]
+    shards: list  # ShardActor objects, or their Ray actor handles
+    first_ids: np.ndarray
+    paths: list[Path]
+    view: Any  # dim, metric, manifest: what Collection's query preparation reads
+
+
 class _Here:
     """Shards in this process: ShardActor objects, called one after another."""
 
@@ -387,32 +398,41 @@ class ShardedCollection:
         first_ids = np.array([s["first_id"] for s in manifest["shards"]], dtype=np.int64)
         states = self._place.call([(s, "state", ()) for s in shards])
         _check_shards(self.path, manifest, states)
-        self._manifest, self._shards, self._first_ids = manifest, shards, first_ids
-        self._paths, self._states = paths, states
-        self._view = SimpleNamespace(dim=manifest["dim"], metric=manifest["metric"],
-                                     manifest=manifest)
+        view = SimpleNamespace(dim=manifest["dim"], metric=manifest["metric"], manifest=manifest)
+        self._states = states
+        self._layout = _Layout(manifest, shards, first_ids, paths, view)  # one assignment:
+        # a search running meanwhile sees the old shards or the new ones, never a mix
+
+    @property
+    def _manifest(self) -> dict[str, Any]:
+        return self._layout.manifest
+
+    @property
+    def _shards(self) -> list:
+        return self._layout.shards
 
     # -- calling the shards ----------------------------------------------------------------
 
     def _all(self, method: str, *args: Any) -> list:
         """``method(*args)`` on every shard, in shard order."""
-        shards = self._shards
-        return self._place.call([(s, method, args) for s in shards])
+        return self._place.call([(s, method, args) for s in self._layout.shards])
 
-    def _some(self, method: str, args_of: dict[int, tuple]) -> dict[int, Any]:
-        """``method(*args_of[i])`` on shard i for each i given."""
-        shards = self._shards
+    def _some(self, method: str, args_of: dict[int, tuple],
+              layout: "_Layout | None" = None) -> dict[int, Any]:
+        """``method(*args_of[i])`` on shard i (of ``layout``, else the current) for each i."""
+        shards = (layout or self._layout).shards
         got = self._place.call([(shards[i], method, args) for i, args in args_of.items()])
         return dict(zip(args_of, got))
 
     def _refresh(self) -> None:
         self._states = self._all("state")
 
-    def _route(self, ids: Iterable[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _route(self, ids: Iterable[int] | np.ndarray,
+               layout: "_Layout") -> tuple[np.ndarray, np.ndarray]:
         """``ids`` as int64 and the shard whose id range holds each (UnknownId below all)."""
         wanted = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
         wanted = wanted.reshape(-1)
-        shard = np.searchsorted(self._first_ids, wanted, side="right") - 1
+        shard = np.searchsorted(layout.first_ids, wanted, side="right") - 1
         if len(wanted) and shard.min() < 0:
             bad = int(wanted[np.flatnonzero(shard < 0)[0]])
             raise UnknownId(f"collection {self.name} has no item with id {bad}")
@@ -420,11 +440,12 @@ class ShardedCollection:
 
     def _gather(self, method: str, ids: Iterable[int]) -> np.ndarray:
         """Rows of ``method`` (vectors, images) for ``ids``, each from its shard, in order."""
-        wanted, shard = self._route(ids)
+        layout = self._layout
+        wanted, shard = self._route(ids, layout)
         if not len(wanted):  # shard 0 answers for the empty array's shape
-            return self._some(method, {0: ([],)})[0]
+            return self._some(method, {0: ([],)}, layout)[0]
         parts = self._some(method, {int(i): (wanted[shard == i].tolist(),)
-                                    for i in np.unique(shard)})
+                                    for i in np.unique(shard)}, layout)
         first = next(iter(parts.values()))
         out = np.empty((len(wanted), *first.shape[1:]), first.dtype)
         for i, rows in parts.items():
@@ -457,7 +478,7 @@ class ShardedCollection:
     @property
     def shard_paths(self) -> list[Path]:
         """Each shard's folder: an ordinary collection."""
-        return list(self._paths)
+        return list(self._layout.paths)
 
     @property
     def on_cluster(self) -> bool:
@@ -529,9 +550,10 @@ class ShardedCollection:
     def get(self, ids: Iterable[int] | int) -> list[Record]:
         """The stored records of ``ids``, in the order asked (unknown ids are an error)."""
         wanted = [int(ids)] if np.isscalar(ids) else [int(i) for i in ids]
-        arr, shard = self._route(wanted)
+        layout = self._layout
+        arr, shard = self._route(wanted, layout)
         parts = self._some("get", {int(i): (arr[shard == i].tolist(),)
-                                   for i in np.unique(shard)})
+                                   for i in np.unique(shard)}, layout)
         found = {r.id: r for records in parts.values() for r in records}
         return [found[i] for i in wanted]
 
@@ -543,19 +565,20 @@ class ShardedCollection:
         if self._encoder is None:
             with self._lock:
                 if self._encoder is None:
-                    self._encoder = _encoders.load(self._paths[0] / "encoder",
+                    self._encoder = _encoders.load(self._layout.paths[0] / "encoder",
                                                    self._manifest["encoder"])
         return self._encoder
 
     # The Collection's own query preparation and encoding, on this object: they read only
-    # name, dim, metric, modality and encoder (``self._view`` stands in for a snapshot), so
+    # name, dim, metric, modality and encoder (the layout's ``view`` stands in for a
+    # snapshot), so
     # a query is guessed, checked and normalised exactly as for an unsharded collection.
     encode = Collection.encode
     _encode_queries = Collection._encode_queries
     _query_vectors = Collection._query_vectors
 
     def _prepare(self, queries: Any, batch: bool, kind: str | None) -> np.ndarray:
-        return self._query_vectors(self._view, queries, batch=batch, kind=kind)
+        return self._query_vectors(self._layout.view, queries, batch=batch, kind=kind)
 
     # -- searching -------------------------------------------------------------------------
 
@@ -627,7 +650,7 @@ class ShardedCollection:
         if len(gone) == 0:
             return 0
         with self._lock:
-            gone, shard = self._route(gone)
+            gone, shard = self._route(gone, self._layout)  # the lock keeps it current
             groups = {int(i): gone[shard == i].tolist() for i in np.unique(shard)}
             self._some("check", {i: (part,) for i, part in groups.items()})
             done = self._some("remove", {i: (part, wait, quiet) for i, part in groups.items()})
