@@ -123,3 +123,16 @@ def test_shards_built_as_ray_tasks_equal_shards_built_here(root, cluster, data, 
         assert [h.id for h in a] == [h.id for h in b]
         np.testing.assert_allclose([h.distance for h in a], [h.distance for h in b], atol=1e-5)
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_a_damaged_shard_in_an_actor_says_why(root, cluster, data):
+    from latentsearch.errors import CorruptCollection
+
+    x, _ = data
+    col = ls.build_vectors(x[:300], name="hurt", root=root, index="flat", shards=2)
+    ids = col.shard_paths[1] / "ids.npy"
+    damaged = bytearray(ids.read_bytes())
+    damaged[-1] ^= 1
+    ids.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptCollection, match="shard-001/ids.npy fails its checksum"):
+        ShardedCollection(col.path, cluster=cluster)

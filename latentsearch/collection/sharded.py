@@ -62,7 +62,8 @@ from latentsearch.collection.collection import open_collection as open_unsharded
 from latentsearch.collection.reader import check_recall
 from latentsearch.encoders.base import Encoder
 from latentsearch.encoders.vectors import as_vectors
-from latentsearch.errors import CorruptCollection, DimensionMismatch, InvalidInput, UnknownId
+from latentsearch.errors import (
+    CorruptCollection, DimensionMismatch, InvalidInput, LatentSearchError, UnknownId)
 from latentsearch.index.tune import DEFAULT_RECALL
 from latentsearch.io.arrays import load_npy
 from latentsearch.progress import bar, say
@@ -277,8 +278,21 @@ class ShardActor:
     (``serve --ray``: ``Cluster.actor(ShardActor, path)``), so both share one code path.
     Vectors it is given are search-ready (prepared once by the ShardedCollection)."""
 
-    def __init__(self, path: str | os.PathLike, verify: bool = True):
-        self.col = Collection(path, verify=verify)
+    def __init__(self, path: str | os.PathLike, verify: bool = True, defer_errors: bool = False):
+        self._col: Collection | None = None
+        self._error: LatentSearchError | None = None
+        try:
+            self._col = Collection(path, verify=verify)
+        except LatentSearchError as exc:
+            if not defer_errors:
+                raise
+            self._error = exc  # an actor dying in __init__ would hide why; every call says
+
+    @property
+    def col(self) -> Collection:
+        if self._col is None:
+            raise self._error  # type: ignore[misc]
+        return self._col
 
     def state(self) -> dict[str, Any]:
         """What the parent keeps between calls: count, generation, ids' range."""
@@ -360,7 +374,7 @@ class _OnCluster:
         self.cluster = cluster
 
     def open(self, path: Path, verify: bool) -> Any:
-        return self.cluster.actor(ShardActor, str(path), verify)
+        return self.cluster.actor(ShardActor, str(path), verify, True)
 
     def call(self, calls: list[tuple[Any, str, tuple]]) -> list:
         return self.cluster.get([getattr(shard, method).remote(*args)
