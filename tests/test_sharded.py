@@ -269,3 +269,20 @@ def test_reload_follows_a_rebuild_and_the_server_a_change_of_kind(root, data):
     ls.open("srv", root).add_vectors(x[:1] + np.float32(0.01), [("late", None, None, None)])
     r = client.post("/collections/srv/search", json={"id": 0, "k": 1})
     assert r.json()["hits"][0]["id"] == 900  # a shard's commit by another object, seen
+
+
+def test_cosine_shards_and_nearest_of_stored_rows(root, data):
+    x, labels, queries = data
+    one = ls.build_vectors(x, labels, name="c1", root=root, index="flat", metric="cosine")
+    four = ls.build_vectors(x, labels, name="c4", root=root, index="flat", metric="cosine",
+                            shards=4)
+    for a, b in zip(one.search_batch(queries, k=6), four.search_batch(queries, k=6)):
+        same_hits(a, b)
+    ids = np.array([0, 749, 750, 1800, 2999])
+    D, I = four.nearest(four.vectors(ids), k=6, exclude=ids)
+    for row, item in enumerate(ids):
+        hits = four.neighbors(int(item), k=6)
+        assert I[row].tolist() == [h.id for h in hits]
+        np.testing.assert_allclose(D[row], [h.distance for h in hits], atol=1e-6)
+    D, I = four.nearest(x[:2], k=N + 5)  # more than there are: padded
+    assert (I[:, N:] == -1).all() and np.isinf(D[:, N:]).all() and (I[:, :N] >= 0).all()

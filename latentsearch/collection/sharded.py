@@ -276,7 +276,8 @@ class ShardActor:
     """One shard: its :class:`Collection` behind the few plain methods a
     :class:`ShardedCollection` calls. Used as it is in this process, and as a Ray actor
     (``serve --ray``: ``Cluster.actor(ShardActor, path)``), so both share one code path.
-    Vectors it is given are search-ready (prepared once by the ShardedCollection)."""
+    Vectors given to ``search`` are search-ready (prepared once by the ShardedCollection);
+    ``nearest`` takes them as ``Collection.nearest`` does."""
 
     def __init__(self, path: str | os.PathLike, verify: bool = True, defer_errors: bool = False):
         self._col: Collection | None = None
@@ -311,10 +312,11 @@ class ShardActor:
         return reader.search_vectors(self.col.snapshot, vecs, k, where, exclude,
                                      recall=recall, exact=exact)
 
-    def nearest(self, vecs: np.ndarray, k: int, exclude: Any, where: dict[str, Any] | None,
+    def nearest(self, vectors: Any, k: int, exclude: Any, where: dict[str, Any] | None,
                 recall: float | None, exact: bool) -> tuple[np.ndarray, np.ndarray]:
-        return reader.nearest_arrays(self.col.snapshot, vecs, k, where, exclude,
-                                     recall=recall, exact=exact)
+        """``Collection.nearest`` (vectors as the caller gave them: it prepares them)."""
+        return self.col.nearest(vectors, k, exclude=exclude, where=where, recall=recall,
+                                exact=exact)
 
     def ids(self) -> np.ndarray:
         return self.col.ids()
@@ -632,13 +634,13 @@ class ShardedCollection:
                 where: dict[str, Any] | None = None, recall: float | None = None,
                 exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest items to each vector as two (q, k) arrays, distances (float64)
-        and ids (int64), padded with inf / -1; ``exclude[q]``: an id left out of row q."""
-        vecs = self._prepare(vectors, batch=True, kind="vector")
+        and ids (int64), padded with inf / -1; ``exclude[q]``: an id left out of row q.
+        Each shard's ``Collection.nearest`` prepares the vectors (as for an unsharded
+        collection, so ``nearest(vectors(ids), exclude=ids)`` answers as ``neighbors``)."""
+        vectors = np.asarray(vectors)
         if exclude is not None:
             exclude = np.asarray(exclude, dtype=np.int64).reshape(-1)
-            if len(exclude) != len(vecs):
-                raise InvalidInput(f"exclude has {len(exclude)} ids for {len(vecs)} vectors")
-        parts = self._all("nearest", vecs, k, exclude, where, recall, exact)
+        parts = self._all("nearest", vectors, k, exclude, where, recall, exact)
         return _merge([p[0] for p in parts], [p[1] for p in parts], int(k))
 
     # -- changing --------------------------------------------------------------------------
