@@ -286,3 +286,14 @@ def test_cosine_shards_and_nearest_of_stored_rows(root, data):
         np.testing.assert_allclose(D[row], [h.distance for h in hits], atol=1e-6)
     D, I = four.nearest(x[:2], k=N + 5)  # more than there are: padded
     assert (I[:, N:] == -1).all() and np.isinf(D[:, N:]).all() and (I[:, :N] >= 0).all()
+
+
+def test_knn_of_a_sharded_collection_is_the_unsharded_one(pair, tmp_path):
+    from latentsearch.scale.knn import knn
+
+    one, three = pair
+    a = np.load(knn(one, tmp_path / "one.npy", k=5), allow_pickle=False)
+    b = np.load(knn(three, tmp_path / "three.npy", k=5), allow_pickle=False)
+    np.testing.assert_array_equal(a["id"], b["id"])
+    np.testing.assert_array_equal(a["neighbors"], b["neighbors"])
+    np.testing.assert_allclose(a["distances"], b["distances"], atol=1e-5)
