@@ -20,13 +20,13 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from latentsearch.version import __version__  # noqa: E402
 
-from latentsearch.collection import Collection, build_vectors, list_collections  # noqa: E402
+from latentsearch.collection import Collection, list_collections  # noqa: E402
 from latentsearch.collection import open_collection as open  # noqa: E402,A001
 from latentsearch import errors as _errors  # noqa: E402
 from latentsearch.errors import *  # noqa: E402,F403  (the exception tree; see _errors' docstring)
 from latentsearch.report.evaluate import Report, evaluate  # noqa: E402
 from latentsearch.types import Hit, Record  # noqa: E402
-from latentsearch.pipelines import build_images, build_text  # noqa: E402
+from latentsearch.pipelines import build_images, build_text, build_vectors  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -384,7 +384,7 @@ def knn(name: str, out: str, k: int, ray: str | None, root: str | None, quiet: b
       latentsearch knn emb --out emb-knn.parquet -k 20
       latentsearch knn photos --out /shared/photos-knn.npy --ray auto
     """
-    from latentsearch.collection.build import on_cluster
+    from latentsearch.scale.cluster import on_cluster
     from latentsearch.scale.knn import check_out, knn as write_knn
 
     check_out(out)  # a file it cannot write is refused before the collection or the cluster
@@ -719,7 +719,7 @@ def serve(names: tuple[str, ...], root: str | None, host: str, port: int, token:
     except ImportError as exc:
         raise InvalidInput(f"serve needs the serve extra: pip install 'latentsearch[serve]' "
                            f"({exc})") from None
-    from latentsearch.collection.build import on_cluster
+    from latentsearch.scale.cluster import on_cluster
 
     server.check_exposure(host, token)
     with on_cluster(ray) as cluster:

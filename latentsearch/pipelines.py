@@ -1,6 +1,6 @@
-"""From a user's source (a built-in sample, a file or a folder) to a collection.
+"""From a user's source (vectors, a built-in sample, a file or a folder) to a collection.
 
-``build_images`` and ``build_text`` load a source, train the encoder on it, encode every
+``build_vectors`` indexes vectors made elsewhere; ``build_images`` and ``build_text`` load a source, train the encoder on it, encode every
 item and hand vectors plus records to ``latentsearch.collection.create``.
 ``encode_source`` and ``add_source`` do the same for ``add NAME SOURCE`` with the
 collection's stored encoder. TensorFlow is imported by the encoder modules only, when they
@@ -18,17 +18,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from latentsearch import encoders as _encoders
-from latentsearch.collection.build import check_new, on_cluster, store
+from latentsearch.collection.build import check_new, create
+from latentsearch.encoders.vectors import VectorEncoder, as_vectors
+from latentsearch.index.tune import DEFAULT_RECALL
+from latentsearch.scale.cluster import on_cluster
 from latentsearch.collection.collection import Collection
 from latentsearch.io.arrays import load_npy
 from latentsearch.progress import say as _say, warn as _warn
-from latentsearch.scale.build import PART_ITEMS, Part, encode_on_cluster, train_rows
+from latentsearch.collection.sharded import create_sharded
+from latentsearch.scale.build import PART_ITEMS, Part, cluster_fill, encode_on_cluster, train_rows
 from latentsearch.storage.files import staging
 from latentsearch.types import RecordFields, label_text, labels_as_text
 from latentsearch.errors import EncoderError, InvalidInput
 from latentsearch.encoders.tf import import_tensorflow
 
-__all__ = ["build_images", "build_text", "encode_source", "add_source", "load_labels",
+__all__ = ["build_vectors", "build_images", "build_text", "encode_source", "add_source", "load_labels",
            "default_name", "read_query_image", "read_vectors_file"]
 
 # what a file is, by its first bytes, when it is not the .npy array it should be
@@ -55,6 +59,54 @@ def read_query_image(col: Collection, path: str | os.PathLike) -> np.ndarray:
     if col.modality != "image":
         raise EncoderError(f"collection {col.name} holds {col.modality}; it cannot be queried by image")
     return read_image_file(path, **image_options(cfg))  # size, colour, fit as built
+
+
+def store(name: str, *, shards: int = 1, cluster=None, quiet: bool = True,
+          **create_args: Any):
+    """``create``, or with ``shards`` > 1 a sharded collection (``collection.sharded``);
+    with a ``cluster`` (``latentsearch.scale.cluster``) the index lists, or the shards,
+    are built on it."""
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise InvalidInput(f"shards must be a positive integer, got {shards!r}")
+    if shards > 1:
+        return create_sharded(name, shards=shards, quiet=quiet,
+                              run=None if cluster is None else cluster.map, **create_args)
+    fill = None if cluster is None else cluster_fill(cluster, quiet=quiet)
+    return create(name, quiet=quiet, fill=fill, **create_args)
+
+
+def build_vectors(
+    vectors: Any,
+    labels: Sequence[Any] | None = None,
+    *,
+    name: str,
+    root: str | os.PathLike | None = None,
+    index: str = "auto",
+    metric: str = "l2",
+    overwrite: bool = False,
+    quiet: bool = True,
+    recall: float = DEFAULT_RECALL,
+    shards: int = 1,
+    ray: str | None = None,
+):
+    """Build a collection from vectors made elsewhere (an array (n, dim) or a .npy path).
+
+    ``index``: a spec (``auto``, ``flat``, ``ivf``, ``ivffs``, ``hnsw``, ``ivfpq``) or a FAISS
+    factory string; ``recall``: the recall@10 it is tuned to (held-out queries).
+    ``shards``: split into that many collections under one parent (``collection.sharded``);
+    ``ray``: a Ray cluster's address (``auto``, ``local``) to fill the index, or build the
+    shards, on (``latentsearch.scale``)."""
+    check_new(name, root, overwrite)  # before reading a large file
+    if isinstance(vectors, (str, os.PathLike)):
+        vectors = load_npy(Path(vectors), mmap=True)  # read batch by batch, not all at once
+    if not (isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.shape[1] > 0
+            and vectors.dtype.kind in "fiu"):
+        vectors = as_vectors(vectors)
+    records = [(lab, None, None, None) for lab in labels_as_text(labels, len(vectors))]
+    with on_cluster(ray) as cluster:
+        return store(name, shards=shards, cluster=cluster, encoder=VectorEncoder(vectors.shape[1]),
+                     vectors=vectors, records=records, root=root, index=index, metric=metric,
+                     overwrite=overwrite, quiet=quiet, recall=recall)
 
 
 def build_images(
@@ -155,13 +207,13 @@ def _scratch(cluster, parent: Path, prefix: str):
 def _sample_folder(root: Path, size: int, color: str, fit: str, seed: int, quiet: bool):
     """A folder source for a cluster build: its image files, and the seeded training
     sample of them decoded here (the rest is decoded on the workers)."""
-    from latentsearch.io.images import RESAMPLE, _channels, decode_files, list_folder
+    from latentsearch.io.images import RESAMPLE, color_channels, decode_files, list_folder
 
     files, _, _ = list_folder(root)
     rows = train_rows(len(files), "image", seed)
     chosen = files if rows is None else [files[i] for i in rows]
     _say(f"{len(files)} image files in {root}; decoding {len(chosen)} to train on", quiet)
-    sample = decode_files(chosen, root, size=size, channels=_channels(color), fit=fit,
+    sample = decode_files(chosen, root, size=size, channels=color_channels(color), fit=fit,
                           resample=RESAMPLE)
     if not len(sample):
         raise InvalidInput(f"none of the {len(chosen)} sampled image file(s) in {root} could "
@@ -320,11 +372,11 @@ def _encode_on(cluster, scratch, col: Collection, source: str, labels, quiet: bo
     """``encode_source`` with the encoding done on ``cluster`` (partitions of the source)."""
     if isinstance(labels, (str, os.PathLike)):
         labels = load_labels(labels)
-    saved = (str(col.path / "encoder"), col.manifest["encoder"])
+    saved = _saved_encoder(scratch, col.encoder)  # a copy: a sharded parent has no encoder/
     if col.modality == "image":
         from latentsearch.io.images import image_options, list_folder, load_image_source
 
-        opts = image_options(saved[1]["config"])
+        opts = image_options(col.manifest["encoder"]["config"])
         pixels = (opts["size"], opts["size"], 1 if opts["color"] == "gray" else 3)
         if Path(source).is_dir():
             files, _, _ = list_folder(Path(source))

@@ -9,10 +9,10 @@ loaded generation (what every search reads), ``reader`` the search over a snapsh
 
 from __future__ import annotations
 
-from latentsearch.collection.build import build_vectors, create
+from latentsearch.collection.build import create
 from latentsearch.collection.collection import Collection
 from latentsearch.collection.sharded import (
     ShardedCollection, create_sharded, list_collections, open_collection)
 
-__all__ = ["Collection", "ShardedCollection", "open_collection", "build_vectors", "create",
+__all__ = ["Collection", "ShardedCollection", "open_collection", "create",
            "create_sharded", "list_collections"]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -15,7 +14,7 @@ from latentsearch.collection.collection import Collection
 from latentsearch.collection.reader import check_recall
 from latentsearch.collection.writer import build_and_tune, write_index
 from latentsearch.encoders.base import Encoder
-from latentsearch.encoders.vectors import VectorEncoder, as_vectors
+from latentsearch.encoders.vectors import as_vectors
 from latentsearch.errors import CollectionExists, DimensionMismatch, InvalidInput
 from latentsearch.index.building import Fill
 from latentsearch.index.tune import DEFAULT_RECALL
@@ -28,7 +27,7 @@ from latentsearch.storage.records import record_row
 from latentsearch.types import RecordFields, labels_as_text
 from latentsearch.version import __version__
 
-__all__ = ["create", "store", "on_cluster", "build_vectors", "check_new", "BATCH"]
+__all__ = ["create", "check_new", "BATCH"]
 
 BATCH = 100_000  # rows checked, normalised and written at a time
 
@@ -116,72 +115,6 @@ def create(
         write_manifest(staged.dir / MANIFEST, manifest)
         publish_new(staged, target, overwrite=overwrite)
     return Collection(target)
-
-
-def store(name: str, *, shards: int = 1, cluster=None, quiet: bool = True,
-          **create_args: Any):
-    """``create``, or with ``shards`` > 1 a sharded collection (``collection.sharded``);
-    with a ``cluster`` (``latentsearch.scale.cluster``) the index lists, or the shards,
-    are built on it."""
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise InvalidInput(f"shards must be a positive integer, got {shards!r}")
-    if shards > 1:
-        from latentsearch.collection.sharded import create_sharded
-
-        return create_sharded(name, shards=shards, quiet=quiet,
-                              run=None if cluster is None else cluster.map, **create_args)
-    fill = None
-    if cluster is not None:
-        from latentsearch.scale.build import cluster_fill
-
-        fill = cluster_fill(cluster, quiet=quiet)
-    return create(name, quiet=quiet, fill=fill, **create_args)
-
-
-def build_vectors(
-    vectors: Any,
-    labels: Sequence[Any] | None = None,
-    *,
-    name: str,
-    root: str | os.PathLike | None = None,
-    index: str = "auto",
-    metric: str = "l2",
-    overwrite: bool = False,
-    quiet: bool = True,
-    recall: float = DEFAULT_RECALL,
-    shards: int = 1,
-    ray: str | None = None,
-):
-    """Build a collection from vectors made elsewhere (an array (n, dim) or a .npy path).
-
-    ``index``: a spec (``auto``, ``flat``, ``ivf``, ``ivffs``, ``hnsw``, ``ivfpq``) or a FAISS
-    factory string; ``recall``: the recall@10 it is tuned to (held-out queries).
-    ``shards``: split into that many collections under one parent (``collection.sharded``);
-    ``ray``: a Ray cluster's address (``auto``, ``local``) to fill the index, or build the
-    shards, on (``latentsearch.scale``)."""
-    check_new(name, root, overwrite)  # before reading a large file
-    if isinstance(vectors, (str, os.PathLike)):
-        vectors = load_npy(Path(vectors), mmap=True)  # read batch by batch, not all at once
-    if not (isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.shape[1] > 0
-            and vectors.dtype.kind in "fiu"):
-        vectors = as_vectors(vectors)
-    records = [(lab, None, None, None) for lab in labels_as_text(labels, len(vectors))]
-    with on_cluster(ray) as cluster:
-        return store(name, shards=shards, cluster=cluster, encoder=VectorEncoder(vectors.shape[1]),
-                     vectors=vectors, records=records, root=root, index=index, metric=metric,
-                     overwrite=overwrite, quiet=quiet, recall=recall)
-
-
-@contextmanager
-def on_cluster(address: str | None) -> Iterator[Any]:
-    """The Ray cluster at ``address`` for the block (``latentsearch.scale.cluster``), or None."""
-    if address is None:
-        yield None
-        return
-    from latentsearch.scale.cluster import connect
-
-    with connect(address) as cluster:
-        yield cluster
 
 
 def check_new(name: str, root: str | os.PathLike | None = None,

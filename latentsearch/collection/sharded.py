@@ -376,7 +376,8 @@ class _OnCluster:
         self.cluster = cluster
 
     def open(self, path: Path, verify: bool) -> Any:
-        return self.cluster.actor(ShardActor, str(path), verify, True)
+        # a Collection is thread-safe: an actor answers several searches at once
+        return self.cluster.actor(ShardActor, str(path), verify, True, concurrency=8)
 
     def call(self, calls: list[tuple[Any, str, tuple]]) -> list:
         return self.cluster.get([getattr(shard, method).remote(*args)

@@ -54,6 +54,7 @@ __all__ = [
     "read_image_file",
     "conform_images",
     "list_folder",
+    "color_channels",
     "decode_files",
 ]
 
@@ -83,7 +84,8 @@ class ImageSet:
 # --------------------------------------------------------------------------- settings
 
 
-def _channels(color: str) -> int:
+def color_channels(color: str) -> int:
+    """Channels of a colour mode: gray 1, rgb 3."""
     try:
         return _COLORS[str(color).lower()]
     except KeyError:
@@ -242,7 +244,7 @@ def read_image_file(path: str | Path, *, size: int = 28, color: str = "gray",
     """One image file as uint8 (size, size, C), for ``query --image``; ``fit`` and
     ``resample`` as the collection was built (:func:`image_options`)."""
     path = Path(path)
-    size, channels, fit = _check_size(size), _channels(color), check_fit(fit)
+    size, channels, fit = _check_size(size), color_channels(color), check_fit(fit)
     if not path.exists():
         raise InvalidInput(f"image file not found: {path}")
     if path.is_dir():
@@ -432,7 +434,7 @@ def load_image_source(
     "images" (or its only array) and labels from "y" or "labels". ``fit``: how non-square
     images become square (crop, pad, stretch).
     """
-    size, channels, fit = _check_size(size), _channels(color), check_fit(fit)
+    size, channels, fit = _check_size(size), color_channels(color), check_fit(fit)
     text = str(source)
     if text == "mnist":
         return _mnist(size, channels, limit, resample)

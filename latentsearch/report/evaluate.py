@@ -140,9 +140,10 @@ def tfidf(
 def _raw_input(col: Collection) -> tuple[np.ndarray | None, str, str | None]:
     """(raw matrix aligned with col.ids(), its metric, or None and why)."""
     if col.modality == "image":
-        if "images" not in col.manifest["files"]:
+        try:
+            raw = col.images(col.ids()).astype(np.float32).reshape(len(col), -1) / 255.0
+        except InvalidInput:  # a collection built from vectors of images made elsewhere
             return None, "l2", "the collection keeps no images"
-        raw = col.images(col.ids()).astype(np.float32).reshape(len(col), -1) / 255.0
         return raw, "l2", None
     if col.modality == "text":
         texts = [h.text or "" for h in col.get(col.ids())]

@@ -92,11 +92,11 @@ def encode_part(part: Part) -> Encoded:
     skipped: list[tuple[str, str]] = []
     images = None
     if part.files is not None:
-        from latentsearch.io.images import _channels, decode_files, image_options
+        from latentsearch.io.images import color_channels, decode_files, image_options
 
         opts = image_options(part.spec["config"])
         data = decode_files([Path(f) for f in part.files], Path(part.root),
-                            size=opts["size"], channels=_channels(opts["color"]),
+                            size=opts["size"], channels=color_channels(opts["color"]),
                             fit=opts["fit"], resample=opts["resample"])
         images, labels, sources, skipped = data.images, data.labels, data.sources, data.skipped
         items: Any = images

@@ -18,13 +18,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from latentsearch.errors import ClusterError, LatentSearchError
 from latentsearch.progress import bar
 
-__all__ = ["Cluster", "connect", "import_ray", "fault_point", "RETRIES"]
+__all__ = ["Cluster", "connect", "on_cluster", "import_ray", "fault_point", "RETRIES"]
 
 RETRIES = 3  # Ray's own default for tasks whose worker dies
 
@@ -80,9 +82,13 @@ class Cluster:
                     progress.update(sizes[i])
         return results
 
-    def actor(self, cls: type, *args: Any, num_cpus: float = 0, **kwargs: Any) -> Any:
-        """A Ray actor of ``cls`` (a plain class; made remote here), started with ``args``."""
-        return self.ray.remote(num_cpus=num_cpus, max_restarts=RETRIES)(cls).remote(*args, **kwargs)
+    def actor(self, cls: type, *args: Any, num_cpus: float = 0, concurrency: int = 1,
+              **kwargs: Any) -> Any:
+        """A Ray actor of ``cls`` (a plain class; made remote here), started with ``args``;
+        ``concurrency`` calls at a time, on threads (for a thread-safe ``cls``)."""
+        remote = self.ray.remote(num_cpus=num_cpus, max_restarts=RETRIES,
+                                 max_concurrency=concurrency)(cls)
+        return remote.remote(*args, **kwargs)
 
     def get(self, refs: Any) -> Any:
         """``ray.get`` with a worker's own exception re-raised as itself."""
@@ -128,12 +134,37 @@ def connect(address: str) -> Cluster:
         if address == "local":
             ray.init(**options)
             return Cluster(ray, owned=True)
+        _check_reachable(address)
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {first} "
                            "(start one with `ray start --head`, or use --ray local)") from None
     return Cluster(ray, owned=False)
+
+
+@contextmanager
+def on_cluster(address: str | None) -> Iterator[Any]:
+    """The Ray cluster at ``address`` for the block (``latentsearch.scale.cluster``), or None."""
+    if address is None:
+        yield None
+        return
+    with connect(address) as cluster:
+        yield cluster
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``host:port`` that nothing answers on fails here at once: Ray would retry for
+    minutes, printing a warning every few seconds."""
+    if address == "auto" or "://" in address or address.count(":") != 1:
+        return
+    host, _, port = address.partition(":")
+    if not port.isdigit():
+        raise ClusterError(f"--ray takes auto, local or host:port, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc})") from None
 
 
 def fault_point(where: str) -> None:
