@@ -192,3 +192,39 @@ def test_cli_build_with_ray(ray_cluster, root, vectors_file):
                                        "--index", "ivf", "--ray", "local", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["count"] == 30_000
+
+
+def test_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path, vectors_file):
+    """In a fresh process (in this one the fixture's Ray would be reused): a port nothing
+    answers on fails at once, before anything is read or written."""
+    import subprocess
+    import sys
+
+    path, _ = vectors_file
+    run = subprocess.run(
+        [sys.executable, "-c", "from latentsearch.cli import main; main()", "build", "vectors",
+         str(path), "--name", "far", "--root", str(tmp_path / "idx"), "--ray", "127.0.0.1:9"],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "error: cannot connect to the Ray cluster at '127.0.0.1:9': nothing answers at "
+        "127.0.0.1:9 (Connection refused) (start one with `ray start --head`, or use --ray "
+        "local)"]
+    assert not (tmp_path / "idx" / "far").exists()
+
+
+def test_add_on_ray_to_a_sharded_collection(ray_cluster, root, photo_folder, monkeypatch):
+    """The encoder for the workers comes from the collection object: a sharded parent has
+    no encoder folder of its own."""
+    from latentsearch.pipelines import add_source
+
+    monkeypatch.setitem(scale_build.PART_ITEMS, "image", 9)
+    base = np.clip(np.random.default_rng(2).normal(120, 40, (30, 16, 16)), 0, 255)
+    col = ls.build_images(base.astype(np.uint8), name="sharded", epochs=1, size=16,
+                          quiet=True, shards=2, index="flat")
+    ids = add_source(col, photo_folder, ray="local")
+    assert len(ids) == 40 and int(ids[0]) == 30
+    assert len(ls.open("sharded")) == 70
+    hits = col.neighbors(int(ids[0]), k=3)
+    np.testing.assert_allclose(col.vectors(ids[:1]), col.encode(col.images(ids[:1])), atol=1e-5)
+    assert hits and all(h.id != ids[0] for h in hits)

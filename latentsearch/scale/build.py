@@ -13,6 +13,10 @@ one-process build takes, and its lists are filled by the workers, each from its 
 the staged vectors file, then merged in row order. Nothing reaches the collection's name
 until every partition is in: ``create`` commits once, and the scratch folder is removed
 whatever happens.
+
+Ray Core tasks rather than Ray Data: a partition here is a few thousand items whose order
+fixes the ids, its output two .npy files on shared storage; one task per partition keeps
+that order explicit, retries a lost partition alone, and needs no pandas or Arrow blocks.
 """
 
 from __future__ import annotations
