@@ -24,10 +24,10 @@ from latentsearch.storage.files import clear_stale_builds, publish_new, staging
 from latentsearch.storage.manifest import MANIFEST, now, write_manifest
 from latentsearch.storage.paths import check_name, resolve_root
 from latentsearch.storage.records import record_row
-from latentsearch.types import RecordFields, labels_as_text
+from latentsearch.types import RecordFields
 from latentsearch.version import __version__
 
-__all__ = ["create", "check_new", "BATCH"]
+__all__ = ["create", "check_new", "check_inputs", "BATCH"]
 
 BATCH = 100_000  # rows checked, normalised and written at a time
 
@@ -61,16 +61,7 @@ def create(
     a ``--ray`` build fills them on the cluster); None fills them here.
     """
     target = check_new(name, root, overwrite)
-    if metric not in _index.METRICS:
-        raise InvalidInput(f"unknown metric {metric!r}; use one of: {', '.join(_index.METRICS)}")
-    if not hasattr(vectors, "shape"):
-        vectors = as_vectors(vectors, encoder.dim) if len(vectors) else np.zeros((0, encoder.dim))
-    if vectors.ndim != 2 or (len(vectors) and vectors.shape[1] != encoder.dim):
-        raise DimensionMismatch(f"vectors must be (n, {encoder.dim}), got shape {vectors.shape}")
-    if len(records) != len(vectors):
-        raise InvalidInput(f"got {len(records)} records for {len(vectors)} vectors")
-    if images is not None and len(images) != len(vectors):
-        raise InvalidInput(f"got {len(images)} images for {len(vectors)} vectors")
+    vectors = check_inputs(encoder, vectors, records, images, metric)
     root_path = target.parent
     root_path.mkdir(parents=True, exist_ok=True)
     clear_stale_builds(root_path, name)
@@ -128,6 +119,23 @@ def check_new(name: str, root: str | os.PathLike | None = None,
         raise CollectionExists(f"collection {name} already exists at {target}; pass "
                                "overwrite=True to replace it, or choose another name")
     return target
+
+
+def check_inputs(encoder: Encoder, vectors: Any, records: Sequence[RecordFields],
+                 images: np.ndarray | None, metric: str) -> np.ndarray:
+    """``vectors`` as an array (n, encoder.dim) with one record (and image) per row, and a
+    known ``metric``; the typed error otherwise. Rows are checked when written."""
+    if metric not in _index.METRICS:
+        raise InvalidInput(f"unknown metric {metric!r}; use one of: {', '.join(_index.METRICS)}")
+    if not hasattr(vectors, "shape"):
+        vectors = as_vectors(vectors, encoder.dim) if len(vectors) else np.zeros((0, encoder.dim))
+    if vectors.ndim != 2 or (len(vectors) and vectors.shape[1] != encoder.dim):
+        raise DimensionMismatch(f"vectors must be (n, {encoder.dim}), got shape {vectors.shape}")
+    if len(records) != len(vectors):
+        raise InvalidInput(f"got {len(records)} records for {len(vectors)} vectors")
+    if images is not None and len(images) != len(vectors):
+        raise InvalidInput(f"got {len(images)} images for {len(vectors)} vectors")
+    return vectors
 
 
 def _write_vectors(path: Path, vectors, dim: int, metric: str, quiet: bool) -> np.ndarray:

@@ -53,9 +53,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from latentsearch import encoders as _encoders
-from latentsearch import index as _index
 from latentsearch.collection import reader
-from latentsearch.collection.build import BATCH, check_new, create
+from latentsearch.collection.build import BATCH, check_inputs, check_new, create
 from latentsearch.collection.collection import Collection
 from latentsearch.collection.collection import list_collections as list_unsharded
 from latentsearch.collection.collection import open_collection as open_unsharded
@@ -63,7 +62,7 @@ from latentsearch.collection.reader import check_recall
 from latentsearch.encoders.base import Encoder
 from latentsearch.encoders.vectors import as_vectors
 from latentsearch.errors import (
-    CorruptCollection, DimensionMismatch, InvalidInput, LatentSearchError, UnknownId)
+    CorruptCollection, InvalidInput, LatentSearchError, UnknownId)
 from latentsearch.index.tune import DEFAULT_RECALL
 from latentsearch.io.arrays import load_npy
 from latentsearch.progress import bar, say
@@ -197,18 +196,9 @@ def create_sharded(
     target = check_new(name, root, overwrite)
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise InvalidInput(f"shards must be a positive integer, got {shards!r}")
-    if metric not in _index.METRICS:
-        raise InvalidInput(f"unknown metric {metric!r}; use one of: {', '.join(_index.METRICS)}")
     recall = check_recall(recall)
-    if not hasattr(vectors, "shape"):
-        vectors = as_vectors(vectors, encoder.dim) if len(vectors) else np.zeros((0, encoder.dim))
-    if vectors.ndim != 2 or (len(vectors) and vectors.shape[1] != encoder.dim):
-        raise DimensionMismatch(f"vectors must be (n, {encoder.dim}), got shape {vectors.shape}")
+    vectors = check_inputs(encoder, vectors, records, images, metric)
     n = len(vectors)
-    if len(records) != n:
-        raise InvalidInput(f"got {len(records)} records for {n} vectors")
-    if images is not None and len(images) != n:
-        raise InvalidInput(f"got {len(images)} images for {n} vectors")
     if shards > n:
         raise InvalidInput(f"cannot split {n} items into {shards} shards: every shard needs "
                            "at least one item")
