@@ -228,3 +228,27 @@ def test_add_on_ray_to_a_sharded_collection(ray_cluster, root, photo_folder, mon
     hits = col.neighbors(int(ids[0]), k=3)
     np.testing.assert_allclose(col.vectors(ids[:1]), col.encode(col.images(ids[:1])), atol=1e-5)
     assert hits and all(h.id != ids[0] for h in hits)
+
+
+def test_workers_encode_without_tensorflow(ray_cluster, root, tmp_path):
+    """A worker loads the numpy copy of the encoder: TensorFlow never enters its process."""
+    import ray
+
+    from latentsearch.scale.build import Part
+
+    images = np.random.default_rng(4).integers(0, 255, (20, 12, 12), dtype=np.uint8)
+    col = ls.build_images(images, name="tiny", epochs=1, size=12, quiet=True)
+    part = Part(0, str(tmp_path), str(col.path / "encoder"), col.manifest["encoder"],
+                items=col.images(list(range(20))))
+
+    def probe(job):  # a closure: pickled by value, run in a worker process
+        import sys
+
+        from latentsearch.scale.build import encode_part
+
+        done = encode_part(job)
+        return done.count, "tensorflow" in sys.modules, "keras" in sys.modules
+
+    assert ray.get(ray.remote(probe).remote(part)) == (20, False, False)
+    np.testing.assert_allclose(np.load(tmp_path / "part-00000-vectors.npy"), col.vectors(),
+                               atol=1e-5)
