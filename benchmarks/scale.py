@@ -160,7 +160,7 @@ def _timing_patches(phases: dict, starts: dict, events: list) -> None:
     orig_build, orig_map, tune.build = tune.build, Cluster.map, build
     Cluster.map = lambda self, fn, jobs, **kw: timed(orig_map, f"map {kw['desc']}")(self, fn, jobs, **kw)
     for mod, name, key in ((pipelines, "store", "index+write"), (pipelines, "import_tensorflow", "tf import"),
-                           (pipelines, "_sample_folder", "decode"), (images, "load_image_source", "decode")):
+                           (pipelines, "_decode_folder", "decode"), (images, "load_image_source", "decode")):
         setattr(mod, name, timed(getattr(mod, name), key))
 
     class Events(logging.Handler):

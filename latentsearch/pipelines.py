@@ -26,7 +26,8 @@ from latentsearch.collection.collection import Collection
 from latentsearch.io.arrays import load_npy
 from latentsearch.progress import say as _say, warn as _warn
 from latentsearch.collection.sharded import create_sharded
-from latentsearch.scale.build import PART_ITEMS, Part, cluster_fill, encode_on_cluster, train_rows
+from latentsearch.scale.build import (
+    PART_ITEMS, Part, cluster_fill, decode_on_cluster, encode_on_cluster, train_rows)
 from latentsearch.storage.files import staging
 from latentsearch.types import RecordFields, label_text, labels_as_text
 from latentsearch.errors import EncoderError, InvalidInput
@@ -156,69 +157,44 @@ def build_images(
         raise InvalidInput(f"encoder {encoder!r} is not an image encoder (use conv or dense)")
     if color not in ("gray", "rgb"):
         raise InvalidInput(f"color must be 'gray' or 'rgb', got {color!r}")
-    with on_cluster(ray) as cluster:
-        files = None
+    with on_cluster(ray) as cluster, _scratch(cluster, target.parent, name) as scratch:
         if is_array:
             images = conform_images(source, size=size, channels=1 if color == "gray" else 3,
                                     fit=fit)
             data = ImageSet(images, [None] * len(images), [None] * len(images))
             source = f"array {tuple(source.shape)}"  # what the manifest says it was built from
         elif cluster is not None and Path(source).is_dir():
-            files, data = _sample_folder(Path(source), size, color, fit, seed, quiet)
+            spec = {"config": {"size": size, "color": color, "fit": fit}}
+            data = _decode_folder(cluster, scratch, spec, Path(source), quiet)
         else:
             _say(f"loading images from {source}", quiet)
             data = load_image_source(source, size=size, color=color, fit=fit)
-        if labels is not None and files is None:
+        if labels is not None:
             data.labels = labels_as_text(labels, len(data.images))
-        total = len(files) if files is not None else len(data.images)
-        rows = None if files is not None else train_rows(total, "image", seed)
+        rows = train_rows(len(data.images), "image", seed)
         sample = data.images if rows is None else data.images[rows]
-        _say(f"{total} images of {size}x{size} {color}; training {encoder} autoencoder on "
-             f"{len(sample)}", quiet)
+        _say(f"{len(data.images)} images of {size}x{size} {color}; training {encoder} "
+             f"autoencoder on {len(sample)}", quiet)
         import_tensorflow()  # training needs it; imported once, without its start-up chatter
         t0 = time.perf_counter()
         enc = cls.fit(sample, latent_dim=latent_dim, epochs=epochs, seed=seed, quiet=quiet,
                       fit=fit)
         _say(f"trained in {time.perf_counter() - t0:.1f}s", quiet)
         metric = metric or enc.config().get("recommended_metric", "l2")
-        with _scratch(cluster, target.parent, name) as scratch:
-            if cluster is None:
-                vectors, images = enc.encode(data.images), data.images
-            else:
-                saved = _saved_encoder(scratch, enc)
-                parts = (_file_parts(scratch, saved, files, Path(source)) if files is not None
-                         else _row_parts(scratch, saved, data.images, PART_ITEMS["image"]))
-                vectors, images, done = encode_on_cluster(
-                    cluster, parts, dim=enc.dim, pixels=data.images.shape[1:], quiet=quiet)
-                if files is not None:
-                    data = _folder_result(Path(source), done, images, labels)
-            records = _image_records(data.labels, data.sources)
-            return store(name, shards=shards, cluster=cluster, encoder=enc, vectors=vectors,
-                         records=records, root=root, index=index, metric=metric,
-                         overwrite=overwrite, quiet=quiet, extra={"source": source},
-                         images=images, recall=recall)
+        if cluster is None:
+            vectors = enc.encode(data.images)
+        else:
+            vectors = _encode_images(cluster, scratch, _saved_encoder(scratch, enc),
+                                     data.images, enc.dim, quiet)
+        return store(name, shards=shards, cluster=cluster, encoder=enc, vectors=vectors,
+                     records=_image_records(data.labels, data.sources), root=root,
+                     index=index, metric=metric, overwrite=overwrite, quiet=quiet,
+                     extra={"source": source}, images=data.images, recall=recall)
 
 
 def _scratch(cluster, parent: Path, prefix: str):
     """A staging folder on shared storage for a cluster's partitions (None without one)."""
     return nullcontext() if cluster is None else staging(parent, prefix)
-
-
-def _sample_folder(root: Path, size: int, color: str, fit: str, seed: int, quiet: bool):
-    """A folder source for a cluster build: its image files, and the seeded training
-    sample of them decoded here (the rest is decoded on the workers)."""
-    from latentsearch.io.images import RESAMPLE, color_channels, decode_files, list_folder
-
-    files, _, _ = list_folder(root)
-    rows = train_rows(len(files), "image", seed)
-    chosen = files if rows is None else [files[i] for i in rows]
-    _say(f"{len(files)} image files in {root}; decoding {len(chosen)} to train on", quiet)
-    sample = decode_files(chosen, root, size=size, channels=color_channels(color), fit=fit,
-                          resample=RESAMPLE)
-    if not len(sample):
-        raise InvalidInput(f"none of the {len(chosen)} sampled image file(s) in {root} could "
-                           f"be read (first problem: {': '.join(sample.skipped[0])})")
-    return files, sample
 
 
 def _saved_encoder(scratch, enc) -> tuple[str, dict[str, Any]]:
@@ -227,37 +203,52 @@ def _saved_encoder(scratch, enc) -> tuple[str, dict[str, Any]]:
     return str(folder), {"name": enc.name, "config": enc.config()}
 
 
-def _file_parts(scratch, encoder: tuple[str, dict], files: list[Path], root: Path) -> list[Part]:
-    """Partitions of a folder's image files; ``encoder``: its saved folder and spec."""
+def _decode_folder(cluster, scratch, spec: dict[str, Any], root: Path, quiet: bool):
+    """A folder's images decoded on the cluster, a partition of files per task, as the
+    ImageSet a one-process read gives (images memory-mapped from the scratch folder; the
+    files skipped warned about the same way). ``spec``: the image settings, as an
+    encoder's config holds them."""
+    from latentsearch.io.images import ImageSet, image_options, list_folder
+
+    opts = image_options(spec["config"])
+    files, others, hidden = list_folder(root)
+    _say(f"decoding {len(files)} image files from {root} on the cluster", quiet)
     step = PART_ITEMS["image"]
-    return [Part(i, str(scratch.dir), *encoder, files=[str(f) for f in files[a : a + step]],
-                 root=str(root)) for i, a in enumerate(range(0, len(files), step))]
+    parts = [Part(i, str(scratch.dir), None, spec, files=[str(f) for f in files[a : a + step]],
+                  root=str(root)) for i, a in enumerate(range(0, len(files), step))]
+    pixels = (opts["size"], opts["size"], 1 if opts["color"] == "gray" else 3)
+    images, done = decode_on_cluster(cluster, parts, pixels=pixels, quiet=quiet)
+    skipped = [(str(p), f"not an image file ({p.suffix.lower() or 'no suffix'})")
+               for p in others] + [s for e in done for s in e.skipped]
+    if skipped or hidden:
+        lines = [f"  {path}: {why}" for path, why in skipped]
+        if hidden:
+            lines.append(f"  ({hidden} hidden file(s), names starting with '.', not looked at)")
+        _warn(f"warning: skipped {len(skipped)} file(s) in {root}:\n" + "\n".join(lines))
+    if not len(images):
+        unreadable = [s for e in done for s in e.skipped]
+        raise InvalidInput(f"none of the {len(files)} image file(s) in {root} could be read "
+                           f"(first problem: {unreadable[0][0]}: {unreadable[0][1]})")
+    return ImageSet(images, [lab for e in done for lab in e.labels],
+                    [src for e in done for src in e.sources], skipped)
+
+
+def _encode_images(cluster, scratch, encoder: tuple[str, dict], images: np.ndarray, dim: int,
+                   quiet: bool) -> np.ndarray:
+    """``images`` encoded on the cluster, rows of an images .npy in the scratch folder per
+    task (written there first when they are held here)."""
+    path = Path(getattr(images, "filename", None) or scratch.save_array("images.npy", images))
+    step = PART_ITEMS["image"]
+    parts = [Part(i, str(scratch.dir), *encoder, array=str(path), start=a,
+                  stop=min(a + step, len(images)))
+             for i, a in enumerate(range(0, len(images), step))]
+    return encode_on_cluster(cluster, parts, dim=dim, quiet=quiet)
 
 
 def _row_parts(scratch, encoder: tuple[str, dict], items: Sequence[Any], step: int) -> list[Part]:
-    """Partitions of images or texts held here, ``step`` items each."""
+    """Partitions of texts held here, ``step`` each; ``encoder``: its saved folder and spec."""
     return [Part(i, str(scratch.dir), *encoder, items=items[a : a + step])
             for i, a in enumerate(range(0, len(items), step))]
-
-
-def _folder_result(root: Path, done, images: np.ndarray, labels):
-    """The ImageSet of a folder encoded on the cluster: labels and sources from the
-    workers, in partition order; the unreadable files warned about as a one-process read
-    does."""
-    from latentsearch.io.images import ImageSet
-
-    labs = [lab for e in done for lab in e.labels]
-    srcs = [src for e in done for src in e.sources]
-    skipped = [s for e in done for s in e.skipped]
-    if not srcs:
-        raise InvalidInput(f"none of the image files in {root} could be read "
-                           f"(first problem: {': '.join(skipped[0])})")
-    if skipped:
-        lines = [f"  {path}: {why}" for path, why in skipped]
-        _warn(f"warning: skipped {len(skipped)} file(s) in {root}:\n" + "\n".join(lines))
-    if labels is not None:
-        labs = labels_as_text(labels, len(srcs))
-    return ImageSet(images, labs, srcs, skipped)
 
 
 def build_text(
@@ -313,8 +304,7 @@ def build_text(
             else:
                 parts = _row_parts(scratch, _saved_encoder(scratch, enc), data.texts,
                                    PART_ITEMS["text"])
-                vectors, _, _ = encode_on_cluster(cluster, parts, dim=enc.dim, pixels=None,
-                                                  quiet=quiet)
+                vectors = encode_on_cluster(cluster, parts, dim=enc.dim, quiet=quiet)
             return store(name, shards=shards, cluster=cluster, encoder=enc, vectors=vectors,
                          records=records, root=root, index=index, metric=metric,
                          overwrite=overwrite, quiet=quiet, extra={"source": source},
@@ -369,33 +359,26 @@ def add_source(col: Collection, source: str | os.PathLike,
 
 
 def _encode_on(cluster, scratch, col: Collection, source: str, labels, quiet: bool):
-    """``encode_source`` with the encoding done on ``cluster`` (partitions of the source)."""
+    """``encode_source`` with the decoding and encoding done on ``cluster``."""
     if isinstance(labels, (str, os.PathLike)):
         labels = load_labels(labels)
     saved = _saved_encoder(scratch, col.encoder)  # a copy: a sharded parent has no encoder/
+    spec = col.manifest["encoder"]
     if col.modality == "image":
-        from latentsearch.io.images import image_options, list_folder, load_image_source
+        from latentsearch.io.images import image_options, load_image_source
 
-        opts = image_options(col.manifest["encoder"]["config"])
-        pixels = (opts["size"], opts["size"], 1 if opts["color"] == "gray" else 3)
         if Path(source).is_dir():
-            files, _, _ = list_folder(Path(source))
-            parts = _file_parts(scratch, saved, files, Path(source))
-            vecs, images, done = encode_on_cluster(cluster, parts, dim=col.dim, pixels=pixels,
-                                                   quiet=quiet)
-            data = _folder_result(Path(source), done, images, labels)
-            return vecs, _image_records(data.labels, data.sources), images
-        data = load_image_source(source, **opts)
-        parts = _row_parts(scratch, saved, data.images, PART_ITEMS["image"])
-        vecs, images, _ = encode_on_cluster(cluster, parts, dim=col.dim, pixels=pixels,
-                                            quiet=quiet)
+            data = _decode_folder(cluster, scratch, spec, Path(source), quiet)
+        else:
+            data = load_image_source(source, **image_options(spec["config"]))
+        vecs = _encode_images(cluster, scratch, saved, data.images, col.dim, quiet)
         labs = labels_as_text(labels, len(vecs)) if labels is not None else data.labels
-        return vecs, _image_records(labs, data.sources), images
+        return vecs, _image_records(labs, data.sources), data.images
     from latentsearch.io.texts import load_text_source
 
     data = load_text_source(source)
     parts = _row_parts(scratch, saved, data.texts, PART_ITEMS["text"])
-    vecs, _, _ = encode_on_cluster(cluster, parts, dim=col.dim, pixels=None, quiet=quiet)
+    vecs = encode_on_cluster(cluster, parts, dim=col.dim, quiet=quiet)
     labs = labels_as_text(labels, len(vecs)) if labels is not None else data.labels
     return vecs, _text_records(data, labs), None
 

@@ -111,8 +111,10 @@ def test_folder_build_on_ray_decodes_on_workers(ray_cluster, root, photo_folder,
     monkeypatch.setitem(scale_build.PART_ITEMS, "image", 7)  # 41 files in 6 parts
     here = ls.build_images(photo_folder, name="here", epochs=1, size=16, quiet=True)
     caplog.clear()
+    (ray_cluster / "kill-decode-3").touch()  # and one decoding worker dies on the way
     there = ls.build_images(photo_folder, name="there", epochs=1, size=16, quiet=True,
                             ray="local")
+    assert not (ray_cluster / "kill-decode-3").exists()
     assert len(there) == 40
     assert "broken.png" in caplog.text  # the skipped file is reported as a one-process read does
     _same_collection(here, there, here.vectors(list(range(40))))
@@ -171,8 +173,17 @@ def test_failing_part_commits_nothing(ray_cluster, root, vectors_file, monkeypat
     assert _leftovers(root) == []  # no staging folder, no scratch parts
 
 
-def test_bad_input_in_a_part_is_the_callers_error(ray_cluster, root, monkeypatch):
-    """A worker's InvalidInput reaches the caller as InvalidInput, nothing written."""
+def test_a_workers_own_error_reaches_the_caller_as_itself(ray_cluster):
+    from latentsearch.io.images import color_channels
+    from latentsearch.scale.cluster import connect
+
+    cluster = connect("local")
+    assert cluster.map(color_channels, ["gray", "rgb"], desc="channels") == [1, 3]
+    with pytest.raises(ls.InvalidInput, match="color must be 'gray' or 'rgb', got 'purple'"):
+        cluster.map(color_channels, ["gray", "purple"], desc="channels")
+
+
+def test_a_folder_with_nothing_readable_adds_nothing(ray_cluster, root, monkeypatch):
     monkeypatch.setitem(scale_build.PART_ITEMS, "image", 2)
     col = ls.build_images(np.zeros((12, 8, 8), np.uint8) + 50, name="imgs", epochs=1, size=8,
                           quiet=True)

@@ -1,13 +1,15 @@
 """A build split over a Ray cluster: partitions encoded on the workers, index lists filled
 in parallel, one commit by the driver.
 
-The driver trains the encoder on a seeded sample (``TRAIN_SAMPLE``; every item when there
-are fewer, which is what a one-process build of the same data does too) and saves it on
-shared storage, the scratch folder beside the collection. Each worker loads that numpy
-copy (no TensorFlow on a worker), reads, decodes and encodes its partition, and writes the
-partition's vectors (and images) there as ``part-NNNNN-*.npy``. The driver then lays the
-parts end to end in partition order - the same rows, in the same order, as a one-process
-build - and hands them to :func:`latentsearch.collection.build.create` with
+A folder of images is first decoded on the workers, a partition of files each, into
+``part-NNNNN-images.npy`` in a scratch folder beside the collection (shared storage); the
+driver lays the parts end to end (``images.npy``, the same rows in the same order as a
+one-process read) and trains the encoder on a seeded sample of them (``TRAIN_SAMPLE``; every
+item when there are fewer, as a one-process build does). Images held by the driver (a .npy
+source, mnist) are written there as they are. The encoder is saved beside them, and each
+worker loads its numpy copy (no TensorFlow on a worker), encodes its rows of ``images.npy``
+(or its texts) and writes ``part-NNNNN-vectors.npy``. The driver lays those end to end and
+hands them to :func:`latentsearch.collection.build.create` with
 :func:`cluster_fill`: the index is trained once, on the driver, on the seeded sample a
 one-process build takes, and its lists are filled by the workers, each from its rows of
 the staged vectors file, then merged in row order. Nothing reaches the collection's name
@@ -32,7 +34,8 @@ from latentsearch.io.arrays import load_npy
 from latentsearch.scale.cluster import Cluster, fault_point
 
 __all__ = ["TRAIN_SAMPLE", "PART_ITEMS", "FILL_PARTS_PER_WORKER", "Part", "Encoded",
-           "encode_part", "encode_on_cluster", "cluster_fill", "fill_part", "train_rows"]
+           "encode_part", "decode_on_cluster", "encode_on_cluster", "cluster_fill", "fill_part",
+           "train_rows"]
 
 #: items the encoder is trained on, at most: a seeded sample of the source. It bounds the
 #: driver's memory (100,000 28x28 images are 78 MB) and the training time, which grows
@@ -55,19 +58,25 @@ def train_rows(n: int, modality: str, seed: int = 0) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class Part:
-    """One partition to encode: image files of a folder, or rows of images or texts."""
+    """One partition: image files of a folder to decode (``encoder`` None: decode only),
+    or rows ``start:stop`` of an images .npy on shared storage, or texts, to encode."""
 
     index: int
     scratch: str  # folder on shared storage where the part's arrays go
-    encoder: str  # folder of the saved encoder
+    encoder: str | None  # folder of the saved encoder; None: decode the files only
     spec: dict[str, Any]  # the manifest's encoder entry {"name", "config"}
     files: list[str] | None = None  # image files (folder sources) ...
     root: str | None = None  # ... of this folder
-    items: Any = None  # or the images / texts themselves
+    array: str | None = None  # or images decoded before: this .npy's rows start:stop
+    start: int = 0
+    stop: int = 0
+    items: Any = None  # or the texts themselves
 
     @property
     def size(self) -> int:
-        return len(self.files) if self.files is not None else len(self.items)
+        if self.files is not None:
+            return len(self.files)
+        return len(self.items) if self.array is None else self.stop - self.start
 
 
 @dataclass
@@ -86,15 +95,11 @@ def _part_path(scratch: str | Path, index: int, what: str) -> Path:
 
 
 def encode_part(part: Part) -> Encoded:
-    """Runs on a worker: read, decode and encode one partition, write its arrays."""
+    """Runs on a worker: decode one partition's files (writing their images), or encode
+    its images or texts (writing their vectors)."""
     from latentsearch import encoders
 
-    fault_point(f"encode-{part.index}")
-    enc = encoders.load(Path(part.encoder), part.spec)
-    labels: list[str | None] = []
-    sources: list[str | None] = []
-    skipped: list[tuple[str, str]] = []
-    images = None
+    fault_point(f"{'decode' if part.encoder is None else 'encode'}-{part.index}")
     if part.files is not None:
         from latentsearch.io.images import color_channels, decode_files, image_options
 
@@ -102,19 +107,18 @@ def encode_part(part: Part) -> Encoded:
         data = decode_files([Path(f) for f in part.files], Path(part.root),
                             size=opts["size"], channels=color_channels(opts["color"]),
                             fit=opts["fit"], resample=opts["resample"])
-        images, labels, sources, skipped = data.images, data.labels, data.sources, data.skipped
-        items: Any = images
-    elif enc.modality == "image":
-        images = items = np.asarray(part.items)
+        _save(_part_path(part.scratch, part.index, "images"), data.images)
+        return Encoded(part.index, len(data), data.labels, data.sources, data.skipped)
+    enc = encoders.load(Path(part.encoder), part.spec)
+    if part.array is not None:
+        items: Any = np.asarray(load_npy(Path(part.array), mmap=True)[part.start : part.stop])
     else:
         items = list(part.items)
     n = len(items)
     vectors = (np.asarray(enc.encode(items), dtype=np.float32) if n
                else np.zeros((0, enc.dim), np.float32))
     _save(_part_path(part.scratch, part.index, "vectors"), vectors)
-    if images is not None:
-        _save(_part_path(part.scratch, part.index, "images"), images)
-    return Encoded(part.index, n, labels, sources, skipped)
+    return Encoded(part.index, n)
 
 
 def _save(path: Path, array: np.ndarray) -> None:
@@ -124,19 +128,24 @@ def _save(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def decode_on_cluster(cluster: Cluster, parts: Sequence[Part], *, pixels: tuple[int, ...],
+                      quiet: bool = False) -> tuple[np.ndarray, list[Encoded]]:
+    """Decode the image files of ``parts`` on the cluster: every part's images end to end
+    (memory-mapped ``images.npy`` in the scratch folder), and what each part read."""
+    done = cluster.map(encode_part, list(parts), desc="decoding on the cluster", unit="file",
+                       sizes=[p.size for p in parts], quiet=quiet)
+    n = sum(e.count for e in done)
+    return _concatenate(Path(parts[0].scratch), done, "images", pixels, np.uint8, n), done
+
+
 def encode_on_cluster(cluster: Cluster, parts: Sequence[Part], *, dim: int,
-                      pixels: tuple[int, ...] | None, quiet: bool = False
-                      ) -> tuple[np.ndarray, np.ndarray | None, list[Encoded]]:
-    """Encode ``parts`` on the cluster; the vectors (and images, when ``pixels`` gives
-    their shape) of every part end to end, memory-mapped from the scratch folder."""
+                      quiet: bool = False) -> np.ndarray:
+    """Encode ``parts`` on the cluster: the vectors of every part end to end, memory-mapped
+    from the scratch folder."""
     done = cluster.map(encode_part, list(parts), desc="encoding on the cluster", unit="item",
                        sizes=[p.size for p in parts], quiet=quiet)
     scratch = Path(parts[0].scratch) if parts else None
-    n = sum(e.count for e in done)
-    vectors = _concatenate(scratch, done, "vectors", (dim,), np.float32, n)
-    images = None if pixels is None else _concatenate(scratch, done, "images", pixels,
-                                                      np.uint8, n)
-    return vectors, images, done
+    return _concatenate(scratch, done, "vectors", (dim,), np.float32, sum(e.count for e in done))
 
 
 def _concatenate(scratch: Path | None, done: list[Encoded], what: str, shape: tuple[int, ...],
