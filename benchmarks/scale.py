@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-max", type=float, default=60.0, help="s to wait for the load to fall below 1")
     ap.add_argument("--no-write", action="store_true", help="print the section, leave RESULTS.md")
     ap.add_argument("--render", type=Path, help="rewrite the section from a run's results.json")
+    ap.add_argument("--only", help="rows of one kind only, e.g. images-folder (prints, never writes)")
     ap.add_argument("--row", help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         run = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "n": args.n, "git": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
         t_all, work = time.perf_counter(), args.work or Path(tempfile.mkdtemp(prefix="scale-bench-"))
-        run["results"] = measure(args.n, work, args.wait_max)
+        run["results"] = measure(args.n, work, args.wait_max, args.only)
         run["minutes"] = (time.perf_counter() - t_all) / 60
         (work / "results.json").write_text(json.dumps(run, indent=1))
         if args.work is None:
@@ -293,15 +294,15 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     text = report(run)
     print(text)
-    if not args.no_write:
+    if not (args.no_write or args.only):
         write_section(Path(__file__).with_name("RESULTS.md"), "scale", text)
     return 0
 
 
-def measure(n: int, work: Path, wait_max: float) -> list[dict]:
+def measure(n: int, work: Path, wait_max: float, only: str | None = None) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     mix = Mixture(seed=0)
-    np.save(work / "vectors.npy", mix.sample(n, 1))
+    np.save(work / "vectors.npy", mix.sample(n if only in (None, "vectors-ivf", "vectors-auto", "knn-knn") else 1000, 1))
     queries = mix.sample(1000, 2)
     write_pngs(work / "digits")
     specs = [dict(kind="vectors", what=ix, index=ix, workers=w, source=str(work / "vectors.npy"))
@@ -309,6 +310,8 @@ def measure(n: int, work: Path, wait_max: float) -> list[dict]:
     specs += [dict(kind="images", what="mnist", source="mnist", workers=w) for w in (0, 1, 2)]
     specs += [dict(kind="images", what="folder", source=str(work / "digits"), workers=w) for w in (0, 2)]
     specs += [dict(kind="knn", what="knn", workers=w, out=str(work / f"knn-{w}.npy")) for w in (0, 1, 2)]
+    if only:
+        specs = [s for s in specs if f"{s['kind']}-{s['what']}" == only]
     results, refs = [], {}
     for spec in specs:
         spec.update(label=f"{spec['kind']}-{spec['what']}-{spec['workers']}", run=RUNS[spec["workers"]])
