@@ -24,7 +24,7 @@ from latentsearch.index.tune import DEFAULT_RECALL
 from latentsearch.scale.cluster import on_cluster
 from latentsearch.collection.collection import Collection
 from latentsearch.io.arrays import load_npy
-from latentsearch.progress import say as _say, warn as _warn
+from latentsearch.progress import say as _say
 from latentsearch.collection.sharded import create_sharded
 from latentsearch.scale.build import (
     PART_ITEMS, Part, cluster_fill, decode_on_cluster, encode_on_cluster, train_rows)
@@ -208,7 +208,7 @@ def _decode_folder(cluster, scratch, spec: dict[str, Any], root: Path, quiet: bo
     ImageSet a one-process read gives (images memory-mapped from the scratch folder; the
     files skipped warned about the same way). ``spec``: the image settings, as an
     encoder's config holds them."""
-    from latentsearch.io.images import ImageSet, image_options, list_folder
+    from latentsearch.io.images import ImageSet, image_options, list_folder, report_skipped
 
     opts = image_options(spec["config"])
     files, others, hidden = list_folder(root)
@@ -218,17 +218,8 @@ def _decode_folder(cluster, scratch, spec: dict[str, Any], root: Path, quiet: bo
                   root=str(root)) for i, a in enumerate(range(0, len(files), step))]
     pixels = (opts["size"], opts["size"], 1 if opts["color"] == "gray" else 3)
     images, done = decode_on_cluster(cluster, parts, pixels=pixels, quiet=quiet)
-    skipped = [(str(p), f"not an image file ({p.suffix.lower() or 'no suffix'})")
-               for p in others] + [s for e in done for s in e.skipped]
-    if skipped or hidden:
-        lines = [f"  {path}: {why}" for path, why in skipped]
-        if hidden:
-            lines.append(f"  ({hidden} hidden file(s), names starting with '.', not looked at)")
-        _warn(f"warning: skipped {len(skipped)} file(s) in {root}:\n" + "\n".join(lines))
-    if not len(images):
-        unreadable = [s for e in done for s in e.skipped]
-        raise InvalidInput(f"none of the {len(files)} image file(s) in {root} could be read "
-                           f"(first problem: {unreadable[0][0]}: {unreadable[0][1]})")
+    skipped = report_skipped(root, len(files), others, hidden,
+                             [s for e in done for s in e.skipped], len(images))
     return ImageSet(images, [lab for e in done for lab in e.labels],
                     [src for e in done for src in e.sources], skipped)
 

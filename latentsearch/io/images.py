@@ -54,6 +54,7 @@ __all__ = [
     "read_image_file",
     "conform_images",
     "list_folder",
+    "report_skipped",
     "color_channels",
     "decode_files",
 ]
@@ -315,21 +316,27 @@ def _folder(root: Path, size: int, channels: int, limit: int | None, fit: str,
     files, others, hidden = list_folder(root)
     data = decode_files(files[: _limit(len(files), limit)] if limit else files, root,
                         size=size, channels=channels, fit=fit, resample=resample)
+    data.skipped = report_skipped(root, len(files), others, hidden, data.skipped, len(data))
+    return data
+
+
+def report_skipped(root: Path, n_files: int, others: list[Path], hidden: int,
+                   unreadable: list[tuple[str, str]], n_read: int) -> list[tuple[str, str]]:
+    """Every file of a folder source left out (path, why), warned about in one message;
+    InvalidInput when none of its ``n_files`` image files could be read."""
     skipped = [(str(p), f"not an image file ({p.suffix.lower() or 'no suffix'})")
-               for p in others] + data.skipped
+               for p in others] + unreadable
     if skipped or hidden:
         lines = [f"  {path}: {why}" for path, why in skipped]
         if hidden:
             lines.append(f"  ({hidden} hidden file(s), names starting with '.', not looked at)")
         warn(f"warning: skipped {len(skipped)} file(s) in {root}:\n" + "\n".join(lines))
-    if not len(data):
-        unreadable = data.skipped
+    if not n_read:
         raise InvalidInput(
-            f"none of the {len(files)} image file(s) in {root} could be read "
+            f"none of the {n_files} image file(s) in {root} could be read "
             f"(first problem: {unreadable[0][0]}: {unreadable[0][1]})"
         )
-    data.skipped = skipped
-    return data
+    return skipped
 
 
 def list_folder(root: Path) -> tuple[list[Path], list[Path], int]:
