@@ -45,6 +45,12 @@ def _library_logger_as_found():
     logger.setLevel(logging.NOTSET)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked ``ray`` run last, in their usual order: the Ray cluster they share then
+    starts once and no other test runs beside its processes (some tests measure speed)."""
+    items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """One local Ray cluster (2 CPUs) for every test marked ``ray``, stopped after the last.

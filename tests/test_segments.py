@@ -155,16 +155,22 @@ def test_deltas_past_the_limit_are_folded_into_the_index(root, monkeypatch):
     assert col.search(x[2_333], k=1)[0].id == 2_333
 
 
-def test_auto_outgrowing_flat_compacts_into_ivf(root, monkeypatch):
+def test_auto_outgrowing_flat_compacts_into_the_index_auto_measures(root, monkeypatch):
+    """Which candidate wins is measured (q/s at the recall target), so it depends on the
+    machine's load: the test pins that the compaction happens and installs the winner (it
+    once asserted IVF, and failed in a CI run where HNSW was measured faster)."""
     monkeypatch.setattr(writer, "DELTA_LIMIT", 100_000)
     x, _ = clustered(10_200, seed=6)
     col = ls.build_vectors(x[:9_000], name="a")
     assert col.manifest["index"]["factory"] == "Flat"
     col.add(x[9_000:9_900])
     assert col.manifest["index"]["factory"] == "Flat" and col.info["deltas"]["items"] == 900
-    col.add(x[9_900:])  # 10,200 items: auto wants IVF now
-    assert col.manifest["index"]["factory"].startswith("IVF")
-    assert col.info["deltas"]["items"] == 0
+    col.add(x[9_900:])  # 10,200 items: auto measures its candidates now
+    entry = col.manifest["index"]
+    assert entry["choice"]["chosen"] in ("ivffs", "ivf", "hnsw")
+    won = next(c for c in entry["choice"]["candidates"] if c["spec"] == entry["choice"]["chosen"])
+    assert entry["factory"] == won["factory"] != "Flat"
+    assert col.info["deltas"]["items"] == 0 and col.snapshot.main.index.ntotal == 10_200
 
 
 def test_a_version_1_manifest_without_deltas_opens(root):
