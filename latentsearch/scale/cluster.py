@@ -53,10 +53,6 @@ class Cluster:
         """CPUs the cluster offers: how many tasks run at once."""
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
 
-    def put(self, value: Any) -> Any:
-        """``value`` in Ray's object store, shared by every task (passed as a reference)."""
-        return self.ray.put(value)
-
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any], *, desc: str,
             unit: str = "part", sizes: Sequence[int] | None = None, quiet: bool = False,
             num_cpus: float = 1) -> list[Any]:

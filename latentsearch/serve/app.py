@@ -10,9 +10,9 @@ answer is durable). Bodies are parsed and answers written with orjson
 
 Sharded collections are served like the others (one name; ``latentsearch.collection.sharded``
 fans each query out to the shards and merges the answers). With a ``cluster``
-(``latentsearch serve --ray``) each shard lives in a Ray actor, placed by Ray on a node with
-room, and the server only encodes queries and merges; unsharded collections stay in this
-process either way.
+(``latentsearch serve --ray``) each shard lives in a Ray actor, placed by Ray, and the
+server only encodes queries and merges; unsharded collections stay in this process either
+way.
 """
 
 from __future__ import annotations
